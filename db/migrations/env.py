@@ -1,0 +1,29 @@
+"""Alembic environment: run by ``db.migrate`` with a connection, or by the alembic CLI."""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlalchemy import Connection
+
+from db.engine import make_engine
+from db.models import Base
+from keyplane.settings import Settings
+
+
+def _run(connection: Connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=Base.metadata,
+        render_as_batch=connection.dialect.name == "sqlite",
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+connection = context.config.attributes.get("connection")
+if connection is not None:
+    _run(connection)
+else:
+    url = context.config.get_main_option("sqlalchemy.url") or Settings.from_env().database_url
+    with make_engine(url).begin() as new_connection:
+        _run(new_connection)

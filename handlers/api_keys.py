@@ -1,0 +1,108 @@
+"""``/v1/api-keys``: the v1 key lifecycle (seed 002's contract around PATCH)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+import db.api_keys
+import db.session
+from db.models import ApiKey, KeyStatus
+from keyplane import runtime
+from keyplane.access import Actor
+from keyplane.errors import InvalidInput
+from keyplane.security import current_actor
+from keyplane.timefmt import parse_rfc3339, rfc3339
+
+
+def _key_manager() -> Actor:
+    """Every operation here is for users: an API key principal is always 403 (DESIGN §2)."""
+    return current_actor().require_user()
+
+
+def list(  # noqa: A001 - the operationId is api_keys.list
+    status: str | None = None, limit: int = 20, cursor: str | None = None
+) -> dict[str, Any]:
+    actor = _key_manager()
+    now = runtime.current().now()
+    keys, more = db.api_keys.page(
+        db.session.current(),
+        actor.key_scope(),
+        now=now,
+        status=KeyStatus(status) if status else None,
+        before_id=_decode_cursor(cursor),
+        limit=limit,
+    )
+    next_cursor = _encode_cursor(keys[-1].id) if more else None
+    return {"items": [read(key) for key in keys], "next_cursor": next_cursor}
+
+
+def create(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    actor = _key_manager()
+    current = runtime.current()
+    key, full_key = db.api_keys.issue(
+        db.session.current(),
+        current.secrets,
+        account_id=actor.account_id,
+        user_id=actor.user_id,
+        description=body.get("description"),
+        expires_at=parse_rfc3339(body.get("expires_at"), ["body", "expires_at"]),
+        now=current.now(),
+    )
+    return read(key, full_key=full_key), 201
+
+
+def get(item_id: int) -> dict[str, Any]:
+    key = db.api_keys.find(db.session.current(), _key_manager().key_scope(), item_id)
+    return read(key)
+
+
+def update(item_id: int, body: dict[str, Any]) -> dict[str, Any]:
+    """An omitted field is unchanged; an explicit null clears it."""
+    session = db.session.current()
+    key = db.api_keys.find(session, _key_manager().key_scope(), item_id)
+    changes: dict[str, Any] = {}
+    if "description" in body:
+        changes["description"] = body["description"]
+    if "expires_at" in body:
+        changes["expires_at"] = parse_rfc3339(body["expires_at"], ["body", "expires_at"])
+    db.api_keys.update(session, key, changes, runtime.current().now())
+    return read(key)
+
+
+def revoke(item_id: int) -> dict[str, Any]:
+    session = db.session.current()
+    key = db.api_keys.find(session, _key_manager().key_scope(), item_id)
+    return read(db.api_keys.revoke(session, key, runtime.current().now()))
+
+
+def read(key: ApiKey, *, full_key: str | None = None) -> dict[str, Any]:
+    """``APIKeyRecordRead``, exactly the fields seed 002 documents."""
+    return {
+        "id": key.id,
+        "key_prefix": key.key_prefix,
+        "user_id": key.user_id,
+        "status": key.status_at(runtime.current().now()).value,
+        "created_at": rfc3339(key.created_at),
+        "expires_at": rfc3339(key.expires_at),
+        "description": key.description,
+        "full_key": full_key,
+    }
+
+
+def _encode_cursor(last_id: int) -> str:
+    return base64.urlsafe_b64encode(f"before:{last_id}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str | None) -> int | None:
+    if cursor is None:
+        return None
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        label, _, value = text.partition(":")
+        if label == "before" and value.isdigit() and 0 < int(value) < 2**63:
+            return int(value)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        pass
+    raise InvalidInput("Invalid cursor", ["query", "cursor"])

@@ -1,0 +1,134 @@
+"""Who is calling (authentication) and in which account, with which role (access).
+
+Pure of any web framework: the security functions and the handlers call it with
+header values; the rules of DESIGN.md §2 live here once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+import db.accounts
+import db.api_keys
+import db.users
+from db.models import KeyStatus, Role
+from keyplane import crypto
+from keyplane.errors import Forbidden, Unauthorized
+
+NOT_AUTHENTICATED = "Not authenticated"
+INVALID_CREDENTIALS = "Could not validate credentials"
+KEYS_CANNOT_MANAGE_KEYS = "API keys cannot create, update, rotate or revoke API keys"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated caller: a user, or an API key acting for its owner."""
+
+    user_id: int
+    key_id: int | None = None
+    key_account_id: int | None = None
+
+    @property
+    def is_api_key(self) -> bool:
+        return self.key_id is not None
+
+    @property
+    def kind(self) -> str:
+        return "api_key" if self.is_api_key else "user"
+
+    def require_user(self, message: str = KEYS_CANNOT_MANAGE_KEYS) -> Principal:
+        if self.is_api_key:
+            raise Forbidden(message)
+        return self
+
+
+@dataclass(frozen=True)
+class Actor:
+    """A principal acting in one account."""
+
+    principal: Principal
+    account_id: int
+    role: Role | None  # None for an API key principal
+
+    @property
+    def user_id(self) -> int:
+        return self.principal.user_id
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role is Role.ADMIN
+
+    def key_scope(self) -> db.api_keys.Scope:
+        """Admins reach every key of the account; members their own."""
+        owner = None if self.is_admin else self.user_id
+        return db.api_keys.Scope(account_id=self.account_id, owner_id=owner)
+
+    def require_user(self, message: str = KEYS_CANNOT_MANAGE_KEYS) -> Actor:
+        self.principal.require_user(message)
+        return self
+
+    def require_admin(self) -> Actor:
+        self.require_user("API keys cannot do this")
+        if not self.is_admin:
+            raise Forbidden("Only account admins can do this")
+        return self
+
+
+def authenticate(
+    session: Session,
+    secrets: crypto.Secrets,
+    *,
+    authorization: str | None,
+    api_key: str | None,
+    now: datetime,
+) -> Principal:
+    """Every credential present must be valid (401 otherwise); an API key wins over a user."""
+    credentials: list[str] = []
+    if api_key is not None:
+        credentials.append(api_key)
+    if authorization is not None:
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise Unauthorized(INVALID_CREDENTIALS)
+        credentials.append(value.strip())
+    if not credentials:
+        raise Unauthorized(NOT_AUTHENTICATED)
+    principals = [_principal(session, secrets, credential, now) for credential in credentials]
+    return next((p for p in principals if p.is_api_key), principals[0])
+
+
+def _principal(session: Session, secrets: crypto.Secrets, credential: str, now: datetime) -> Principal:
+    if credential.startswith(crypto.API_KEY_PREFIX):
+        if not crypto.is_well_formed_api_key(credential):
+            raise Unauthorized(INVALID_CREDENTIALS)
+        key = db.api_keys.by_digest(session, secrets.api_key_digest(credential))
+        if key is None or key.status_at(now) is not KeyStatus.ACTIVE:
+            raise Unauthorized(INVALID_CREDENTIALS)
+        if db.users.active(session, key.user_id) is None:
+            raise Unauthorized(INVALID_CREDENTIALS)
+        return Principal(user_id=key.user_id, key_id=key.id, key_account_id=key.account_id)
+    user_id = secrets.user_id_from_token(credential)
+    if user_id is None or db.users.active(session, user_id) is None:
+        raise Unauthorized(INVALID_CREDENTIALS)
+    return Principal(user_id=user_id)
+
+
+def resolve_actor(session: Session, principal: Principal, account_header: str | None) -> Actor:
+    """DESIGN.md §2: the x-account-id header when given, else the caller's first account."""
+    if principal.key_account_id is not None:
+        if account_header is not None and account_header != str(principal.key_account_id):
+            raise Forbidden("This API key does not belong to that account")
+        return Actor(principal, principal.key_account_id, role=None)
+    memberships = db.accounts.memberships_of(session, principal.user_id)
+    if account_header is None:
+        if not memberships:
+            raise Forbidden("You are not a member of any account")
+        account, role = memberships[0]
+        return Actor(principal, account.id, role)
+    for account, role in memberships:
+        if str(account.id) == account_header:
+            return Actor(principal, account.id, role)
+    raise Forbidden("You are not a member of that account")

@@ -1,0 +1,49 @@
+"""The app factory: settings in, a Connexion ``FlaskApp`` out. Nothing happens at import."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from connexion import FlaskApp
+from connexion.middleware import MiddlewarePosition
+from connexion.options import SwaggerUIOptions
+from connexion.resolver import RelativeResolver
+from connexion.spec import Specification
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.engine import make_engine
+from keyplane.crypto import Secrets
+from keyplane.middleware import RequestScope
+from keyplane.problems import Problems
+from keyplane.runtime import Runtime
+from keyplane.settings import Settings
+from keyplane.validation import VALIDATORS
+
+SPEC_PATH = Path(__file__).resolve().parent.parent / "openapi" / "swagger.yaml"
+
+
+def create_app(
+    settings: Settings | None = None, *, sessions: sessionmaker[Session] | None = None
+) -> FlaskApp:
+    """Build the service. ``sessions`` lets tests bind every request to one connection."""
+    settings = settings or Settings.from_env()
+    settings.check()
+    if sessions is None:
+        sessions = sessionmaker(make_engine(settings.database_url), expire_on_commit=False)
+    runtime = Runtime(settings=settings, secrets=Secrets.derive(settings.secret_key), sessions=sessions)
+
+    app = FlaskApp(__name__, specification_dir=SPEC_PATH.parent)
+    # Exceptions from handlers reach Connexion's error handlers (one place shapes them)
+    # instead of Flask's generic 500 page.
+    app.app.config["PROPAGATE_EXCEPTIONS"] = True
+    app.add_api(
+        SPEC_PATH.name,
+        resolver=RelativeResolver("handlers"),
+        strict_validation=True,
+        validate_responses=settings.validate_responses,
+        validator_map=VALIDATORS,
+        swagger_ui_options=SwaggerUIOptions(swagger_ui_path="/ui"),
+    )
+    app.add_middleware(RequestScope, position=MiddlewarePosition.BEFORE_SECURITY, runtime=runtime)
+    Problems(Specification.load(SPEC_PATH)).register(app)
+    return app

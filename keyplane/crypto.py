@@ -1,0 +1,121 @@
+"""Key material, password hashing and user tokens.
+
+API keys look like GitHub's tokens: ``kp_`` + 30 random base62 characters (178 bits)
++ a 6-character base62 CRC32 of the random part. The checksum lets ``parse_api_key``
+reject mistyped or made-up keys without touching the database, and lets secret
+scanners recognise a leaked key. Only ``HMAC-SHA256(server secret, key)`` is stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import string
+import zlib
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import argon2
+import jwt
+
+API_KEY_PREFIX = "kp_"
+_ALPHABET = string.digits + string.ascii_letters
+_RANDOM_LENGTH = 30
+_CHECKSUM_LENGTH = 6
+API_KEY_LENGTH = len(API_KEY_PREFIX) + _RANDOM_LENGTH + _CHECKSUM_LENGTH
+# The public part shown in lists: the product prefix and 8 random characters.
+DISPLAY_PREFIX_LENGTH = len(API_KEY_PREFIX) + 8
+
+_passwords = argon2.PasswordHasher()  # argon2id with the library's RFC 9106 defaults
+# A real argon2id hash that verifies nothing: spent on unknown usernames so that
+# they take as long as a wrong password.
+_DUMMY_PASSWORD_HASH = _passwords.hash(secrets.token_urlsafe(16))
+
+
+def _base62(number: int, width: int) -> str:
+    digits = []
+    while number:
+        number, remainder = divmod(number, 62)
+        digits.append(_ALPHABET[remainder])
+    return "".join(reversed(digits)).rjust(width, "0")
+
+
+def _checksum(random_part: str) -> str:
+    return _base62(zlib.crc32(random_part.encode()), _CHECKSUM_LENGTH)
+
+
+def generate_api_key() -> str:
+    random_part = "".join(secrets.choice(_ALPHABET) for _ in range(_RANDOM_LENGTH))
+    return API_KEY_PREFIX + random_part + _checksum(random_part)
+
+
+def is_well_formed_api_key(key: str) -> bool:
+    """Prefix, length, alphabet and checksum: everything checkable without the database."""
+    if len(key) != API_KEY_LENGTH or not key.startswith(API_KEY_PREFIX):
+        return False
+    body = key[len(API_KEY_PREFIX) :]
+    if not all(c in _ALPHABET for c in body):
+        return False
+    random_part, checksum = body[:_RANDOM_LENGTH], body[_RANDOM_LENGTH:]
+    return hmac.compare_digest(_checksum(random_part), checksum)
+
+
+def display_prefix(key: str) -> str:
+    return key[:DISPLAY_PREFIX_LENGTH]
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """Purpose-bound keys derived from the one server secret."""
+
+    key_hashing: bytes
+    token_signing: bytes
+
+    @classmethod
+    def derive(cls, server_secret: str) -> Secrets:
+        root = server_secret.encode()
+        return cls(
+            key_hashing=hmac.digest(root, b"keyplane api-key digest v1", "sha256"),
+            token_signing=hmac.digest(root, b"keyplane user-token signing v1", "sha256"),
+        )
+
+    def api_key_digest(self, key: str) -> str:
+        return hmac.new(self.key_hashing, key.encode(), hashlib.sha256).hexdigest()
+
+    def issue_user_token(self, user_id: int, ttl: timedelta, now: datetime | None = None) -> str:
+        issued = now or datetime.now(UTC)
+        claims = {"sub": str(user_id), "iat": issued, "exp": issued + ttl, "typ": "access"}
+        return jwt.encode(claims, self.token_signing, algorithm="HS256")
+
+    def user_id_from_token(self, token: str) -> int | None:
+        """The user id of a valid, unexpired token; None for anything else."""
+        try:
+            claims = jwt.decode(
+                token,
+                self.token_signing,
+                algorithms=["HS256"],
+                options={"require": ["sub", "exp", "iat"]},
+            )
+        except jwt.PyJWTError:
+            return None
+        subject = claims.get("sub")
+        if claims.get("typ") != "access" or not isinstance(subject, str) or not subject.isdigit():
+            return None
+        return int(subject)
+
+
+def hash_password(password: str) -> str:
+    return _passwords.hash(password)
+
+
+def verify_password(password_hash: str | None, password: str) -> bool:
+    """Constant work whether or not the user exists (pass None for an unknown user)."""
+    try:
+        return _passwords.verify(password_hash or _DUMMY_PASSWORD_HASH, password) and (
+            password_hash is not None
+        )
+    except argon2.exceptions.VerificationError:
+        return False
+    except argon2.exceptions.InvalidHashError:
+        return False

@@ -1,0 +1,201 @@
+"""Errors to responses, once per surface.
+
+* v1 (``/v1/...``, and anything outside the console): FastAPI's shapes, 422
+  ``{"detail": [{"loc", "msg", "type"}]}`` for validation, ``{"detail": "..."}`` else.
+* console (``/apikeys...``, seed 000): ``{"error": "..."}``, validation is a 400.
+
+Also repairs two Connexion habits (CONNEXION-NOTES.md): an integer path parameter
+that does not parse is a routing 404 there, a 422 here; and 405 answers list the
+methods the spec declares for the path in ``Allow``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from connexion import FlaskApp
+from connexion.exceptions import (
+    BadRequestProblem,
+    ProblemException,
+    UnsupportedMediaTypeProblem,
+)
+from connexion.exceptions import Forbidden as ConnexionForbidden
+from connexion.exceptions import Unauthorized as ConnexionUnauthorized
+from connexion.lifecycle import ConnexionRequest, ConnexionResponse
+from starlette.exceptions import HTTPException
+
+from keyplane import access
+from keyplane.errors import InvalidInput, KeyplaneError, OAuthError, Unauthorized
+from keyplane.validation import RequestInvalid, describe, detail, parameter_errors
+
+logger = logging.getLogger("keyplane.errors")
+
+CONSOLE_PREFIX = "/apikeys"
+_HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+_STATUS_TEXT = {
+    400: "Bad Request",
+    401: "Not authenticated",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Entity",
+    500: "Internal Server Error",
+}
+_NOT_AN_INTEGER = "Input should be a valid integer, unable to parse the value"
+_CONSOLE_MESSAGES = {404: "API key not found", 500: "Internal server error"}
+
+
+@dataclass(frozen=True)
+class _PathTemplate:
+    pattern: re.Pattern[str]
+    methods: frozenset[str]
+    integer_params: dict[str, dict[str, Any]]
+
+
+class Problems:
+    def __init__(self, spec: Mapping[str, Any]) -> None:
+        """``spec`` with its ``$ref``s resolved (a Connexion ``Specification``)."""
+        self._paths = [_template(path, item) for path, item in spec["paths"].items()]
+
+    def register(self, app: FlaskApp) -> None:
+        handlers: list[tuple[Any, Callable[[ConnexionRequest, Any], ConnexionResponse]]] = [
+            (RequestInvalid, self.request_invalid),
+            (KeyplaneError, self.keyplane_error),
+            (ConnexionUnauthorized, self.not_authenticated),
+            (ConnexionForbidden, self.connexion_forbidden),
+            (UnsupportedMediaTypeProblem, self.problem),
+            (BadRequestProblem, self.bad_request),
+            (ProblemException, self.problem),
+            (404, self.not_found),
+            (405, self.method_not_allowed),
+            (HTTPException, self.http_exception),
+            (Exception, self.unexpected),
+        ]
+        for exception, handler in handlers:
+            app.add_error_handler(exception, handler)
+
+    # -- handlers -------------------------------------------------------------------
+
+    def request_invalid(self, request: ConnexionRequest, error: RequestInvalid) -> ConnexionResponse:
+        return _validation_failed(request, error.errors)
+
+    def keyplane_error(self, request: ConnexionRequest, error: KeyplaneError) -> ConnexionResponse:
+        if isinstance(error, InvalidInput):
+            return _validation_failed(request, [error.as_detail()])
+        if isinstance(error, OAuthError):
+            body = {"error": error.code, "error_description": error.message}
+            return _json(error.status, body, {"Cache-Control": "no-store"})
+        if isinstance(error, Unauthorized):
+            return _unauthorized(request, error.message)
+        return _message(request, error.status, error.message)
+
+    def not_authenticated(self, request: ConnexionRequest, _: Exception) -> ConnexionResponse:
+        return _unauthorized(request, access.NOT_AUTHENTICATED)
+
+    def connexion_forbidden(self, request: ConnexionRequest, _: Exception) -> ConnexionResponse:
+        return _message(request, 403, _STATUS_TEXT[403])
+
+    def bad_request(self, request: ConnexionRequest, error: BadRequestProblem) -> ConnexionResponse:
+        return _validation_failed(request, [detail(["body"], str(error.detail), "value_error")])
+
+    def problem(self, request: ConnexionRequest, error: ProblemException) -> ConnexionResponse:
+        if error.status >= 500:
+            return self.unexpected(request, error)
+        return _message(request, error.status, _STATUS_TEXT.get(error.status, str(error.title)))
+
+    def not_found(self, request: ConnexionRequest, _: Exception) -> ConnexionResponse:
+        template = self._match(request.url.path)
+        if template is not None:
+            # The path is one of ours but a typed segment did not parse (Starlette's
+            # `{item_id:int}` route refused it): FastAPI answers that with a 422.
+            segments = template.pattern.fullmatch(request.url.path)
+            assert segments is not None
+            errors = []
+            for name, param in template.integer_params.items():
+                try:
+                    errors += parameter_errors("path", param, int(segments[name]))
+                except ValueError:
+                    errors.append(detail(["path", name], _NOT_AN_INTEGER, "int_parsing"))
+            if errors:
+                return _validation_failed(request, errors)
+        return _message(request, 404, _STATUS_TEXT[404])
+
+    def method_not_allowed(self, request: ConnexionRequest, _: Exception) -> ConnexionResponse:
+        template = self._match(request.url.path)
+        methods = sorted(template.methods) if template else []
+        response = _message(request, 405, _STATUS_TEXT[405])
+        response.headers["Allow"] = ", ".join(methods)
+        return response
+
+    def http_exception(self, request: ConnexionRequest, error: HTTPException) -> ConnexionResponse:
+        if error.status_code >= 500:
+            return self.unexpected(request, error)
+        return _message(request, error.status_code, _STATUS_TEXT.get(error.status_code, "Error"))
+
+    def unexpected(self, request: ConnexionRequest, error: Exception) -> ConnexionResponse:
+        logger.error(
+            "unexpected error on %s %s", request.method, request.url.path, exc_info=error
+        )
+        return _message(request, 500, _STATUS_TEXT[500])
+
+    def _match(self, path: str) -> _PathTemplate | None:
+        return next((t for t in self._paths if t.pattern.fullmatch(path)), None)
+
+
+def _template(path: str, item: dict[str, Any]) -> _PathTemplate:
+    names = re.findall(r"{([^}]+)}", path)
+    parameters = list(item.get("parameters", []))
+    for method in _HTTP_METHODS:
+        parameters += item.get(method, {}).get("parameters", [])
+    integer_params = {
+        p["name"]: p
+        for p in parameters
+        if p.get("in") == "path" and p.get("schema", {}).get("type") == "integer"
+    }
+    regex = re.escape(path)
+    for name in names:
+        regex = regex.replace(re.escape("{" + name + "}"), f"(?P<{name}>[^/]+)")
+    return _PathTemplate(
+        pattern=re.compile(regex),
+        methods=frozenset(m.upper() for m in _HTTP_METHODS if m in item),
+        integer_params=integer_params,
+    )
+
+
+def _is_console(request: ConnexionRequest) -> bool:
+    path = request.url.path
+    return path == CONSOLE_PREFIX or path.startswith(CONSOLE_PREFIX + "/")
+
+
+def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> ConnexionResponse:
+    return ConnexionResponse(
+        status_code=status,
+        mimetype="application/json",
+        body=json.dumps(body),
+        headers=headers or {},
+    )
+
+
+def _message(request: ConnexionRequest, status: int, message: str) -> ConnexionResponse:
+    if _is_console(request):
+        return _json(status, {"error": _CONSOLE_MESSAGES.get(status, message)})
+    return _json(status, {"detail": message})
+
+
+def _unauthorized(request: ConnexionRequest, message: str) -> ConnexionResponse:
+    response = _message(request, 401, message)
+    response.headers["WWW-Authenticate"] = "Bearer"
+    return response
+
+
+def _validation_failed(request: ConnexionRequest, errors: list[dict[str, Any]]) -> ConnexionResponse:
+    if _is_console(request):
+        return _json(400, {"error": "; ".join(describe(e) for e in errors)})
+    return _json(422, {"detail": errors})

@@ -1,0 +1,64 @@
+"""Typed settings, read once from ``KEYPLANE_*`` variables by the app factory."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+DEFAULT_DATABASE_URL = "sqlite:///keyplane.db"
+# Development only: production refuses to start with it (see ``Settings.check``).
+DEV_SECRET_KEY = "keyplane-development-secret-do-not-use-in-production"
+MIN_SECRET_BYTES = 32
+
+
+class SettingsError(ValueError):
+    """A configuration that Keyplane refuses to run with."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    secret_key: str = DEV_SECRET_KEY
+    environment: str = "development"
+    token_ttl_seconds: int = 3600
+    validate_responses: bool = False
+    admin_password: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        settings = cls(
+            database_url=env.get("KEYPLANE_DATABASE_URL", DEFAULT_DATABASE_URL),
+            secret_key=env.get("KEYPLANE_SECRET_KEY", DEV_SECRET_KEY),
+            environment=env.get("KEYPLANE_ENV", "development"),
+            token_ttl_seconds=_int(env, "KEYPLANE_TOKEN_TTL_SECONDS", 3600),
+            validate_responses=env.get("KEYPLANE_VALIDATE_RESPONSES", "") in {"1", "true"},
+            admin_password=env.get("KEYPLANE_ADMIN_PASSWORD") or None,
+        )
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Refuse settings that would be unsafe (full-stack-fastapi-template's rule)."""
+        if self.environment == "production" and (
+            self.secret_key == DEV_SECRET_KEY
+            or len(self.secret_key.encode()) < MIN_SECRET_BYTES
+        ):
+            raise SettingsError(
+                "KEYPLANE_ENV=production needs KEYPLANE_SECRET_KEY set to a random value "
+                f"of at least {MIN_SECRET_BYTES} bytes "
+                '(e.g. python -c "import secrets; print(secrets.token_urlsafe(48))")'
+            )
+        if self.token_ttl_seconds <= 0:
+            raise SettingsError("KEYPLANE_TOKEN_TTL_SECONDS must be positive")
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None

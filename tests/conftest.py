@@ -1,0 +1,153 @@
+"""Test fixtures: a real database per run (SQLite or PostgreSQL), one transaction per test.
+
+Run once per database: ``pytest --db sqlite`` and ``pytest --db postgresql`` (``make
+test`` runs both). PostgreSQL gets a freshly created database for the run, dropped at
+the end. Each test runs inside a transaction on one connection; the app's request
+sessions join it through savepoints (SQLAlchemy's "join_transaction_mode" recipe),
+and the test's end rolls everything back. Tests that need real commits (files on disk,
+several processes) ask for ``fresh_database_url`` instead.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Connection, Engine, create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+import db.migrate
+from db.engine import make_engine
+from keyplane.app import create_app
+from keyplane.crypto import Secrets
+from keyplane.settings import Settings
+from tests.factories import Factory
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "KEYPLANE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+TEST_SECRET = "test-server-secret-that-is-long-enough-0123456789"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--db",
+        choices=["sqlite", "postgresql"],
+        default="sqlite",
+        help="the database the whole suite runs on (default sqlite)",
+    )
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"keyplane database: {config.getoption('--db')}"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if session.config.getoption("--db") != "postgresql":
+        return
+    probe = create_engine(POSTGRES_ADMIN_URL)
+    try:
+        with probe.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except OperationalError as error:
+        reason = f"PostgreSQL at {make_url(POSTGRES_ADMIN_URL).render_as_string()} is unreachable"
+        if os.environ.get("CI"):
+            pytest.exit(f"{reason} (CI needs it): {error.orig}", returncode=1)
+        pytest.exit(
+            f"PostgreSQL half SKIPPED: {reason}. Start PostgreSQL on 127.0.0.1:5432 "
+            "(user postgres, trust auth) or point KEYPLANE_TEST_POSTGRES_URL at a server "
+            "where the user may create databases, then run `make test` again.",
+            returncode=0,
+        )
+    finally:
+        probe.dispose()
+
+
+def _new_database(kind: str, directory: Path) -> str:
+    if kind == "sqlite":
+        return f"sqlite:///{directory / f'keyplane-{uuid.uuid4().hex[:8]}.db'}"
+    name = f"keyplane_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+
+
+def _drop_database(url: str) -> None:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        return
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def db_kind(pytestconfig: pytest.Config) -> str:
+    return str(pytestconfig.getoption("--db"))
+
+
+@pytest.fixture(scope="session")
+def database_url(db_kind: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    url = _new_database(db_kind, tmp_path_factory.mktemp("db"))
+    yield url
+    _drop_database(url)
+
+
+@pytest.fixture
+def fresh_database_url(db_kind: str, tmp_path: Path) -> Iterator[str]:
+    """A new, empty, unmigrated database of the run's kind, for tests that commit."""
+    url = _new_database(db_kind, tmp_path)
+    yield url
+    _drop_database(url)
+
+
+@pytest.fixture(scope="session")
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = make_engine(database_url)
+    db.migrate.upgrade(engine)  # the schema, once per run, by the real migrations
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def connection(engine: Engine) -> Iterator[Connection]:
+    with engine.connect() as connection:
+        transaction = connection.begin()
+        yield connection
+        transaction.rollback()
+
+
+@pytest.fixture
+def sessions(connection: Connection) -> sessionmaker[Session]:
+    return sessionmaker(
+        bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+    )
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return Settings(database_url=database_url, secret_key=TEST_SECRET, validate_responses=True)
+
+
+@pytest.fixture
+def app(settings: Settings, sessions: sessionmaker[Session]):  # type: ignore[no-untyped-def]
+    return create_app(settings, sessions=sessions)
+
+
+@pytest.fixture
+def client(app):  # type: ignore[no-untyped-def]
+    with app.test_client() as client:
+        yield client
+
+
+@pytest.fixture
+def factory(sessions: sessionmaker[Session], settings: Settings) -> Factory:
+    return Factory(sessions, Secrets.derive(settings.secret_key))

@@ -1,0 +1,81 @@
+"""Small factories for accounts, users and keys, written through ``db/`` itself."""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+import db.accounts
+import db.api_keys
+import db.users
+from db.models import Account, ApiKey, Role, User
+from keyplane import crypto
+
+PASSWORD = "correct-horse-battery-staple"
+_names = itertools.count(1)
+
+
+@functools.cache
+def _password_hash() -> str:
+    return crypto.hash_password(PASSWORD)  # argon2id is slow on purpose: hash once a run
+
+
+@dataclass
+class Factory:
+    sessions: sessionmaker[Session]
+    secrets: crypto.Secrets
+
+    def account(self, name: str = "acme") -> Account:
+        with self.sessions() as session, session.begin():
+            return db.accounts.create(session, name)
+
+    def user(
+        self, account: Account | None = None, role: Role = Role.ADMIN, username: str | None = None
+    ) -> User:
+        with self.sessions() as session, session.begin():
+            user = db.users.create(session, username or f"user{next(_names)}", _password_hash())
+            if account is not None:
+                db.accounts.add_member(session, account.id, user.id, role)
+            return user
+
+    def join(self, user: User, account: Account, role: Role = Role.MEMBER) -> None:
+        with self.sessions() as session, session.begin():
+            db.accounts.add_member(session, account.id, user.id, role)
+
+    def token(self, user: User) -> str:
+        return self.secrets.issue_user_token(user.id, timedelta(hours=1))
+
+    def auth(self, user: User) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(user)}"}
+
+    def api_key(
+        self,
+        user: User,
+        account: Account,
+        *,
+        description: str | None = "a key",
+        expires_at: datetime | None = None,
+    ) -> tuple[ApiKey, str]:
+        with self.sessions() as session, session.begin():
+            return db.api_keys.issue(
+                session,
+                self.secrets,
+                account_id=account.id,
+                user_id=user.id,
+                description=description,
+                expires_at=expires_at,
+                now=datetime.now(UTC),
+            )
+
+    def stored_key(self, key_id: int) -> ApiKey | None:
+        with self.sessions() as session:
+            return session.scalar(select(ApiKey).where(ApiKey.id == key_id))
+
+    def count_keys(self) -> int:
+        with self.sessions() as session:
+            return len(session.scalars(select(ApiKey.id)).all())

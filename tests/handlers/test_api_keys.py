@@ -1,0 +1,442 @@
+"""``/v1/api-keys``: one class per operation, one test per documented status."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from db.models import Role
+from keyplane import crypto
+
+SEED_002_FIELDS = {
+    "id", "key_prefix", "user_id", "status", "created_at", "expires_at", "description", "full_key"
+}
+
+
+@pytest.fixture
+def acme(factory):
+    return factory.account("acme")
+
+
+@pytest.fixture
+def admin(factory, acme):
+    return factory.user(acme, Role.ADMIN)
+
+
+@pytest.fixture
+def member(factory, acme):
+    return factory.user(acme, Role.MEMBER)
+
+
+@pytest.fixture
+def key(factory, admin, acme):
+    return factory.api_key(admin, acme, description="ci deploys")
+
+
+def _key_principal_headers(full_key: str) -> list[dict[str, str]]:
+    return [{"X-API-Key": full_key}, {"Authorization": f"Bearer {full_key}"}]
+
+
+class TestCreate:
+    def test_201_returns_the_full_key_once_and_stores_only_its_digest(self, client, factory, admin):
+        response = client.post(
+            "/v1/api-keys",
+            json={"description": "billing", "expires_at": "2031-05-01T12:00:00+02:00"},
+            headers=factory.auth(admin),
+        )
+        assert response.status_code == 201
+        body = response.json()
+        assert set(body) == SEED_002_FIELDS
+        assert crypto.is_well_formed_api_key(body["full_key"])
+        assert body["full_key"].startswith(body["key_prefix"])
+        assert body | {"id": 0, "created_at": "", "full_key": "", "key_prefix": ""} == {
+            "id": 0, "key_prefix": "", "user_id": admin.id, "status": "active", "created_at": "",
+            "expires_at": "2031-05-01T10:00:00Z", "description": "billing", "full_key": "",
+        }
+        stored = factory.stored_key(body["id"])
+        assert stored.key_digest == factory.secrets.api_key_digest(body["full_key"])
+        assert body["full_key"] not in {stored.key_digest, stored.key_prefix, stored.description}
+        again = client.get(f"/v1/api-keys/{body['id']}", headers=factory.auth(admin))
+        assert again.json()["full_key"] is None
+
+    def test_201_with_an_empty_body_creates_a_key_that_never_expires(self, client, factory, member):
+        response = client.post("/v1/api-keys", json={}, headers=factory.auth(member))
+        assert response.status_code == 201
+        assert response.json()["expires_at"] is None
+        assert response.json()["description"] is None
+        assert response.json()["user_id"] == member.id
+
+    def test_401_without_a_credential(self, client, factory):
+        before = factory.count_keys()
+        response = client.post("/v1/api-keys", json={})
+        assert response.status_code == 401
+        assert response.json() == {"detail": "Not authenticated"}
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+        assert factory.count_keys() == before
+
+    def test_403_for_an_api_key_principal(self, client, factory, key):
+        _, full_key = key
+        before = factory.count_keys()
+        for headers in _key_principal_headers(full_key):
+            response = client.post("/v1/api-keys", json={}, headers=headers)
+            assert response.status_code == 403
+            assert response.json() == {
+                "detail": "API keys cannot create, update, rotate or revoke API keys"
+            }
+        assert factory.count_keys() == before
+
+    def test_415_for_a_body_that_is_not_json(self, client, factory, admin):
+        response = client.post(
+            "/v1/api-keys",
+            content=b"description=x",
+            headers={**factory.auth(admin), "Content-Type": "text/plain"},
+        )
+        assert response.status_code == 415
+        assert response.json() == {"detail": "Unsupported Media Type"}
+
+    def test_422_lists_every_invalid_field(self, client, factory, admin):
+        before = factory.count_keys()
+        response = client.post(
+            "/v1/api-keys",
+            json={"description": 5, "expires_at": "tomorrow"},
+            headers=factory.auth(admin),
+        )
+        assert response.status_code == 422
+        assert [e["loc"] for e in response.json()["detail"]] == [
+            ["body", "description"],
+            ["body", "expires_at"],
+        ]
+        assert factory.count_keys() == before
+
+    def test_422_for_an_expiry_in_the_past(self, client, factory, admin):
+        response = client.post(
+            "/v1/api-keys", json={"expires_at": "2001-01-01T00:00:00Z"}, headers=factory.auth(admin)
+        )
+        assert response.status_code == 422
+        assert response.json() == {
+            "detail": [
+                {
+                    "loc": ["body", "expires_at"],
+                    "msg": "Expiry must be in the future",
+                    "type": "value_error",
+                }
+            ]
+        }
+
+
+class TestList:
+    def test_200_admin_sees_every_key_of_the_account_newest_first(
+        self, client, factory, acme, admin, member
+    ):
+        first, _ = factory.api_key(admin, acme)
+        second, _ = factory.api_key(member, acme)
+        other_account = factory.account("globex")
+        factory.api_key(factory.user(other_account), other_account)
+        response = client.get("/v1/api-keys", headers=factory.auth(admin))
+        assert response.status_code == 200
+        assert [k["id"] for k in response.json()["items"]] == [second.id, first.id]
+        assert all(k["full_key"] is None for k in response.json()["items"])
+        assert response.json()["next_cursor"] is None
+
+    def test_200_member_sees_only_their_own_keys(self, client, factory, acme, admin, member):
+        factory.api_key(admin, acme)
+        own, _ = factory.api_key(member, acme)
+        response = client.get("/v1/api-keys", headers=factory.auth(member))
+        assert [k["id"] for k in response.json()["items"]] == [own.id]
+
+    def test_200_pages_with_a_cursor(self, client, factory, acme, admin):
+        ids = [factory.api_key(admin, acme)[0].id for _ in range(5)]
+        seen, cursor = [], None
+        while True:
+            params = {"limit": 2} | ({"cursor": cursor} if cursor else {})
+            page = client.get("/v1/api-keys", params=params, headers=factory.auth(admin)).json()
+            assert len(page["items"]) <= 2
+            seen += [k["id"] for k in page["items"]]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        assert seen == sorted(ids, reverse=True)
+
+    def test_200_filters_by_status(self, client, factory, acme, admin):
+        active, _ = factory.api_key(admin, acme)
+        revoked, _ = factory.api_key(admin, acme)
+        client.delete(f"/v1/api-keys/{revoked.id}", headers=factory.auth(admin))
+        for status, expected in [("active", [active.id]), ("revoked", [revoked.id]), ("expired", [])]:
+            page = client.get(
+                "/v1/api-keys", params={"status": status}, headers=factory.auth(admin)
+            ).json()
+            assert [k["id"] for k in page["items"]] == expected
+
+    def test_401_without_a_credential(self, client):
+        response = client.get("/v1/api-keys")
+        assert response.status_code == 401
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+
+    def test_403_for_an_api_key_principal(self, client, key):
+        for headers in _key_principal_headers(key[1]):
+            assert client.get("/v1/api-keys", headers=headers).status_code == 403
+
+    def test_422_for_a_bad_limit_cursor_or_status(self, client, factory, admin):
+        response = client.get(
+            "/v1/api-keys",
+            params={"limit": 0, "status": "gone"},
+            headers=factory.auth(admin),
+        )
+        assert response.status_code == 422
+        assert [e["loc"] for e in response.json()["detail"]] == [
+            ["query", "status"],
+            ["query", "limit"],
+        ]
+        response = client.get(
+            "/v1/api-keys", params={"cursor": "not-a-cursor"}, headers=factory.auth(admin)
+        )
+        assert response.status_code == 422
+        assert response.json()["detail"][0]["loc"] == ["query", "cursor"]
+
+
+class TestGet:
+    def test_200(self, client, factory, admin, key):
+        record, _ = key
+        response = client.get(f"/v1/api-keys/{record.id}", headers=factory.auth(admin))
+        assert response.status_code == 200
+        assert response.json()["description"] == "ci deploys"
+        assert response.json()["status"] == "active"
+        assert response.json()["full_key"] is None
+
+    def test_401_with_an_invalid_token(self, client, key):
+        response = client.get(
+            f"/v1/api-keys/{key[0].id}", headers={"Authorization": "Bearer not-a-token"}
+        )
+        assert response.status_code == 401
+        assert response.json() == {"detail": "Could not validate credentials"}
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+
+    def test_403_for_an_api_key_principal(self, client, key):
+        for headers in _key_principal_headers(key[1]):
+            assert client.get(f"/v1/api-keys/{key[0].id}", headers=headers).status_code == 403
+
+    def test_404_for_another_accounts_key_like_a_missing_one(self, client, factory, key):
+        globex = factory.account("globex")
+        outsider = factory.user(globex, Role.ADMIN)
+        foreign = client.get(f"/v1/api-keys/{key[0].id}", headers=factory.auth(outsider))
+        missing = client.get("/v1/api-keys/987654321", headers=factory.auth(outsider))
+        assert foreign.status_code == missing.status_code == 404
+        assert foreign.json() == missing.json() == {"detail": "API key not found"}
+
+    def test_404_for_a_member_asking_for_someone_elses_key(self, client, factory, member, key):
+        response = client.get(f"/v1/api-keys/{key[0].id}", headers=factory.auth(member))
+        assert response.status_code == 404
+
+    def test_422_for_a_non_integer_id(self, client, factory, admin):
+        response = client.get("/v1/api-keys/abc", headers=factory.auth(admin))
+        assert response.status_code == 422
+        assert response.json()["detail"][0]["loc"] == ["path", "item_id"]
+        assert response.json()["detail"][0]["type"] == "int_parsing"
+
+
+class TestUpdate:
+    """Seed 002: PATCH /v1/api-keys/{item_id}, body APIKeyRecordCreate, 200 APIKeyRecordRead."""
+
+    def test_200_seed_request_exactly_as_documented(self, client, factory, admin, key):
+        record, _ = key
+        response = client.patch(
+            f"/v1/api-keys/{record.id}",
+            json={"expires_at": "2030-01-01T00:00:00Z", "description": "string"},
+            headers=factory.auth(admin),
+        )
+        assert response.status_code == 200
+        body = response.json()
+        assert set(body) == SEED_002_FIELDS
+        assert body["expires_at"] == "2030-01-01T00:00:00Z"
+        assert body["description"] == "string"
+        assert body["full_key"] is None
+        assert body["id"] == record.id
+        assert body["key_prefix"] == record.key_prefix
+        assert body["user_id"] == admin.id
+        assert body["status"] == "active"
+        assert datetime.fromisoformat(body["created_at"]) == record.created_at
+        after = client.get(f"/v1/api-keys/{record.id}", headers=factory.auth(admin)).json()
+        assert after == body
+
+    def test_200_omitted_field_is_unchanged_and_null_clears(self, client, factory, admin, key):
+        record, _ = key
+        url, auth = f"/v1/api-keys/{record.id}", factory.auth(admin)
+        client.patch(url, json={"expires_at": "2030-01-01T00:00:00Z"}, headers=auth)
+        only_description = client.patch(url, json={"description": "renamed"}, headers=auth).json()
+        assert only_description["expires_at"] == "2030-01-01T00:00:00Z"
+        cleared = client.patch(url, json={"expires_at": None, "description": None}, headers=auth)
+        assert cleared.status_code == 200
+        assert cleared.json()["expires_at"] is None
+        assert cleared.json()["description"] is None
+        assert factory.stored_key(record.id).expires_at is None
+
+    def test_200_a_past_expiry_expires_the_key_now(self, client, factory, admin, key):
+        record, full_key = key
+        response = client.patch(
+            f"/v1/api-keys/{record.id}",
+            json={"expires_at": "2001-01-01T00:00:00Z"},
+            headers=factory.auth(admin),
+        )
+        assert response.json()["status"] == "expired"
+        assert client.get("/v1/api-keys", headers={"X-API-Key": full_key}).status_code == 401
+
+    def test_401_without_a_credential(self, client, factory, key):
+        response = client.patch(f"/v1/api-keys/{key[0].id}", json={"description": "x"})
+        assert response.status_code == 401
+        assert response.json() == {"detail": "Not authenticated"}
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+        assert factory.stored_key(key[0].id).description == "ci deploys"
+
+    def test_401_when_one_of_two_credentials_is_invalid(self, client, factory, admin, key):
+        response = client.patch(
+            f"/v1/api-keys/{key[0].id}",
+            json={"description": "x"},
+            headers={**factory.auth(admin), "X-API-Key": "kp_not_a_real_key"},
+        )
+        assert response.status_code == 401
+        assert factory.stored_key(key[0].id).description == "ci deploys"
+
+    def test_403_for_an_api_key_as_x_api_key_or_bearer(self, client, factory, key):
+        record, full_key = key
+        for headers in _key_principal_headers(full_key):
+            response = client.patch(
+                f"/v1/api-keys/{record.id}", json={"description": "hijacked"}, headers=headers
+            )
+            assert response.status_code == 403
+            assert response.json() == {
+                "detail": "API keys cannot create, update, rotate or revoke API keys"
+            }
+        assert factory.stored_key(record.id).description == "ci deploys"
+
+    def test_403_for_x_account_id_of_an_account_the_user_is_not_in(
+        self, client, factory, admin, key
+    ):
+        globex = factory.account("globex")
+        response = client.patch(
+            f"/v1/api-keys/{key[0].id}",
+            json={"description": "x"},
+            headers={**factory.auth(admin), "x-account-id": str(globex.id)},
+        )
+        assert response.status_code == 403
+        assert response.json() == {"detail": "You are not a member of that account"}
+
+    def test_404_for_another_accounts_key(self, client, factory, key):
+        globex = factory.account("globex")
+        outsider = factory.user(globex, Role.ADMIN)
+        response = client.patch(
+            f"/v1/api-keys/{key[0].id}", json={"description": "x"}, headers=factory.auth(outsider)
+        )
+        assert response.status_code == 404
+        assert response.json() == {"detail": "API key not found"}
+        assert factory.stored_key(key[0].id).description == "ci deploys"
+
+    def test_415_for_a_form_body(self, client, factory, admin, key):
+        response = client.patch(
+            f"/v1/api-keys/{key[0].id}", data={"description": "x"}, headers=factory.auth(admin)
+        )
+        assert response.status_code == 415
+
+    @pytest.mark.parametrize(
+        ("body", "loc", "error_type"),
+        [
+            ({"expires_at": "not-a-date"}, ["body", "expires_at"], "datetime_parsing"),
+            ({"description": 5}, ["body", "description"], "string_type"),
+            ({"expires_at": "2030-01-01T00:00:00"}, ["body", "expires_at"], "datetime_parsing"),
+        ],
+    )
+    def test_422_for_an_invalid_body(self, client, factory, admin, key, body, loc, error_type):
+        response = client.patch(f"/v1/api-keys/{key[0].id}", json=body, headers=factory.auth(admin))
+        assert response.status_code == 422
+        assert response.json()["detail"] == [
+            {"loc": loc, "msg": response.json()["detail"][0]["msg"], "type": error_type}
+        ]
+        assert factory.stored_key(key[0].id).description == "ci deploys"
+
+    @pytest.mark.parametrize(
+        ("item_id", "error_type"),
+        [
+            ("abc", "int_parsing"),
+            ("1.5", "int_parsing"),
+            ("0", "greater_than_equal"),
+            ("-3", "greater_than_equal"),
+            ("9223372036854775808", "less_than_equal"),
+        ],
+    )
+    def test_422_for_a_non_integer_or_out_of_range_id(
+        self, client, factory, admin, item_id, error_type
+    ):
+        response = client.patch(
+            f"/v1/api-keys/{item_id}", json={"description": "x"}, headers=factory.auth(admin)
+        )
+        assert response.status_code == 422
+        [error] = response.json()["detail"]
+        assert error["loc"] == ["path", "item_id"]
+        assert error["type"] == error_type
+
+
+class TestRevoke:
+    def test_200_revokes_irreversibly(self, client, factory, admin, key):
+        record, full_key = key
+        assert client.get("/v1/users", headers={"X-API-Key": full_key}).status_code == 403
+        response = client.delete(f"/v1/api-keys/{record.id}", headers=factory.auth(admin))
+        assert response.status_code == 200
+        assert response.json()["status"] == "revoked"
+        assert factory.stored_key(record.id).revoked_at is not None
+        # The revoked key no longer authenticates at all.
+        assert client.get("/v1/users", headers={"X-API-Key": full_key}).status_code == 401
+        # Revoking again changes nothing; a later expiry change does not bring it back.
+        assert client.delete(f"/v1/api-keys/{record.id}", headers=factory.auth(admin)).json()[
+            "status"
+        ] == "revoked"
+        future = (datetime.now(UTC) + timedelta(days=30)).isoformat()
+        patched = client.patch(
+            f"/v1/api-keys/{record.id}", json={"expires_at": future}, headers=factory.auth(admin)
+        )
+        assert patched.json()["status"] == "revoked"
+
+    def test_200_a_member_revokes_their_own_key(self, client, factory, acme, member):
+        record, _ = factory.api_key(member, acme)
+        response = client.delete(f"/v1/api-keys/{record.id}", headers=factory.auth(member))
+        assert response.status_code == 200
+
+    def test_401_without_a_credential(self, client, factory, key):
+        assert client.delete(f"/v1/api-keys/{key[0].id}").status_code == 401
+        assert factory.stored_key(key[0].id).revoked_at is None
+
+    def test_403_for_an_api_key_principal_even_on_itself(self, client, factory, key):
+        for headers in _key_principal_headers(key[1]):
+            assert client.delete(f"/v1/api-keys/{key[0].id}", headers=headers).status_code == 403
+        assert factory.stored_key(key[0].id).revoked_at is None
+
+    def test_404_for_a_member_revoking_someone_elses_key(self, client, factory, member, key):
+        response = client.delete(f"/v1/api-keys/{key[0].id}", headers=factory.auth(member))
+        assert response.status_code == 404
+        assert factory.stored_key(key[0].id).revoked_at is None
+
+    def test_422_for_a_non_integer_id(self, client, factory, admin):
+        response = client.delete("/v1/api-keys/xyz", headers=factory.auth(admin))
+        assert response.status_code == 422
+        assert response.json()["detail"][0]["loc"] == ["path", "item_id"]
+
+
+class TestAccountSelection:
+    def test_x_account_id_selects_the_account(self, client, factory, admin, acme):
+        globex = factory.account("globex")
+        factory.join(admin, globex, Role.MEMBER)
+        created = client.post(
+            "/v1/api-keys", json={}, headers={**factory.auth(admin), "x-account-id": str(globex.id)}
+        ).json()
+        in_acme = client.get("/v1/api-keys", headers=factory.auth(admin)).json()["items"]
+        in_globex = client.get(
+            "/v1/api-keys", headers={**factory.auth(admin), "x-account-id": str(globex.id)}
+        ).json()["items"]
+        assert created["id"] not in [k["id"] for k in in_acme]
+        assert [k["id"] for k in in_globex] == [created["id"]]
+        assert factory.stored_key(created["id"]).account_id == globex.id
+
+    def test_403_for_a_user_in_no_account(self, client, factory):
+        loner = factory.user()
+        response = client.get("/v1/api-keys", headers=factory.auth(loner))
+        assert response.status_code == 403
+        assert response.json() == {"detail": "You are not a member of any account"}
