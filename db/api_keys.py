@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from db.models import ApiKey, KeyStatus
 from keyplane import crypto
-from keyplane.errors import InvalidInput, NotFound
+from keyplane.errors import NotFound
 
 NOT_FOUND_MESSAGE = "API key not found"
 # Fields a PATCH may change; the keys of ``changes`` in ``update``.
@@ -47,7 +47,6 @@ def issue(
     now: datetime,
 ) -> tuple[ApiKey, str]:
     """Create a key; returns the record and the full key, which is never seen again."""
-    _check_expiry(expires_at, now)
     full_key = crypto.generate_api_key()
     key = ApiKey(
         account_id=account_id,
@@ -112,11 +111,6 @@ def revoke(session: Session, key: ApiKey, now: datetime) -> ApiKey:
         key.updated_at = now
         session.flush()
     return key
-
-
-def _check_expiry(expires_at: datetime | None, now: datetime) -> None:
-    if expires_at is not None and expires_at <= now:
-        raise InvalidInput("Expiry must be in the future", ["body", "expires_at"])
 
 
 def _status_clause(status: KeyStatus, now: datetime) -> ColumnElement[bool]:

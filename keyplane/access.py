@@ -100,7 +100,9 @@ def authenticate(
     return next((p for p in principals if p.is_api_key), principals[0])
 
 
-def _principal(session: Session, secrets: crypto.Secrets, credential: str, now: datetime) -> Principal:
+def _principal(
+    session: Session, secrets: crypto.Secrets, credential: str, now: datetime
+) -> Principal:
     if credential.startswith(crypto.API_KEY_PREFIX):
         if not crypto.is_well_formed_api_key(credential):
             raise Unauthorized(INVALID_CREDENTIALS)

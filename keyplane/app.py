@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from connexion import FlaskApp
@@ -28,11 +30,21 @@ def create_app(
     """Build the service. ``sessions`` lets tests bind every request to one connection."""
     settings = settings or Settings.from_env()
     settings.check()
+    engine = None
     if sessions is None:
-        sessions = sessionmaker(make_engine(settings.database_url), expire_on_commit=False)
-    runtime = Runtime(settings=settings, secrets=Secrets.derive(settings.secret_key), sessions=sessions)
+        engine = make_engine(settings.database_url)
+        sessions = sessionmaker(engine, expire_on_commit=False)
+    runtime = Runtime(
+        settings=settings, secrets=Secrets.derive(settings.secret_key), sessions=sessions
+    )
 
-    app = FlaskApp(__name__, specification_dir=SPEC_PATH.parent)
+    @asynccontextmanager
+    async def lifespan(_: object) -> AsyncIterator[None]:
+        yield
+        if engine is not None:
+            engine.dispose()  # close pooled connections when the server shuts down
+
+    app = FlaskApp(__name__, specification_dir=SPEC_PATH.parent, lifespan=lifespan)
     # Exceptions from handlers reach Connexion's error handlers (one place shapes them)
     # instead of Flask's generic 500 page.
     app.app.config["PROPAGATE_EXCEPTIONS"] = True

@@ -64,7 +64,7 @@ def _bootstrap(engine: Engine, settings: Settings) -> None:
         if db.accounts.any_exist(session):
             return
         password = settings.admin_password or secrets.token_urlsafe(18)
-        account, user = db.accounts.create_with_admin(
+        account, _ = db.accounts.create_with_admin(
             session, DEFAULT_ACCOUNT, DEFAULT_ADMIN, crypto.hash_password(password)
         )
     shown = "(from KEYPLANE_ADMIN_PASSWORD)" if settings.admin_password else password

@@ -83,7 +83,9 @@ class Problems:
 
     # -- handlers -------------------------------------------------------------------
 
-    def request_invalid(self, request: ConnexionRequest, error: RequestInvalid) -> ConnexionResponse:
+    def request_invalid(
+        self, request: ConnexionRequest, error: RequestInvalid
+    ) -> ConnexionResponse:
         return _validation_failed(request, error.errors)
 
     def keyplane_error(self, request: ConnexionRequest, error: KeyplaneError) -> ConnexionResponse:
@@ -140,9 +142,7 @@ class Problems:
         return _message(request, error.status_code, _STATUS_TEXT.get(error.status_code, "Error"))
 
     def unexpected(self, request: ConnexionRequest, error: Exception) -> ConnexionResponse:
-        logger.error(
-            "unexpected error on %s %s", request.method, request.url.path, exc_info=error
-        )
+        logger.error("unexpected error on %s %s", request.method, request.url.path, exc_info=error)
         return _message(request, 500, _STATUS_TEXT[500])
 
     def _match(self, path: str) -> _PathTemplate | None:
@@ -170,7 +170,7 @@ def _template(path: str, item: dict[str, Any]) -> _PathTemplate:
 
 
 def _is_console(request: ConnexionRequest) -> bool:
-    path = request.url.path
+    path: str = request.url.path
     return path == CONSOLE_PREFIX or path.startswith(CONSOLE_PREFIX + "/")
 
 
@@ -195,7 +195,9 @@ def _unauthorized(request: ConnexionRequest, message: str) -> ConnexionResponse:
     return response
 
 
-def _validation_failed(request: ConnexionRequest, errors: list[dict[str, Any]]) -> ConnexionResponse:
+def _validation_failed(
+    request: ConnexionRequest, errors: list[dict[str, Any]]
+) -> ConnexionResponse:
     if _is_console(request):
         return _json(400, {"error": "; ".join(describe(e) for e in errors)})
     return _json(422, {"detail": errors})

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from anyio import to_thread
 import connexion
+from anyio import to_thread
 from connexion.context import context
 from starlette.requests import Request
 

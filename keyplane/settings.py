@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 DEFAULT_DATABASE_URL = "sqlite:///keyplane.db"
 # Development only: production refuses to start with it (see ``Settings.check``).
-DEV_SECRET_KEY = "keyplane-development-secret-do-not-use-in-production"
+DEV_SECRET_KEY = "keyplane-development-secret-do-not-use-in-production"  # noqa: S105
 MIN_SECRET_BYTES = 32
 
 
@@ -42,8 +42,7 @@ class Settings:
     def check(self) -> None:
         """Refuse settings that would be unsafe (full-stack-fastapi-template's rule)."""
         if self.environment == "production" and (
-            self.secret_key == DEV_SECRET_KEY
-            or len(self.secret_key.encode()) < MIN_SECRET_BYTES
+            self.secret_key == DEV_SECRET_KEY or len(self.secret_key.encode()) < MIN_SECRET_BYTES
         ):
             raise SettingsError(
                 "KEYPLANE_ENV=production needs KEYPLANE_SECRET_KEY set to a random value "

@@ -33,7 +33,7 @@ _TYPE_NAMES = {
 }
 
 
-class RequestInvalid(BadRequestProblem):
+class RequestInvalid(BadRequestProblem):  # type: ignore[misc]
     """A request that does not match the spec; ``errors`` lists every problem found."""
 
     def __init__(self, errors: list[Detail]) -> None:
@@ -135,7 +135,9 @@ def parameter_errors(location: str, param: dict[str, Any], value: Any) -> list[D
         return [detail(loc, "Field required", "missing")] if param.get("required") else []
     if is_nullable(param) and is_null(value):
         return []
-    validator = Draft4Validator(param.get("schema", param), format_checker=Draft4Validator.FORMAT_CHECKER)
+    validator = Draft4Validator(
+        param.get("schema", param), format_checker=Draft4Validator.FORMAT_CHECKER
+    )
     return schema_errors(validator, value, loc, parsing=True)
 
 
@@ -153,7 +155,9 @@ class _BodyValidator:
             raise RequestInvalid([detail(["body"], "Field required", "missing")]) from None
 
     def _raise_errors(self, body: Any, extra: Iterable[Detail] = ()) -> None:
-        validator = Draft4RequestValidator(self._schema, format_checker=Draft4Validator.FORMAT_CHECKER)
+        validator = Draft4RequestValidator(
+            self._schema, format_checker=Draft4Validator.FORMAT_CHECKER
+        )
         errors = [*extra, *schema_errors(validator, body, ["body"])]
         if errors:
             raise RequestInvalid(errors)
@@ -167,11 +171,17 @@ class JSONBodyValidator(_BodyValidator, JSONRequestBodyValidator):  # type: igno
         try:
             return json.loads(raw.decode(self._encoding))
         except UnicodeDecodeError:
-            raise RequestInvalid([detail(["body"], "Body is not valid UTF-8", "json_invalid")]) from None
+            raise RequestInvalid(
+                [detail(["body"], "Body is not valid UTF-8", "json_invalid")]
+            ) from None
         except json.JSONDecodeError as error:
-            raise RequestInvalid([detail(["body", error.pos], "JSON decode error", "json_invalid")]) from None
+            raise RequestInvalid(
+                [detail(["body", error.pos], "JSON decode error", "json_invalid")]
+            ) from None
         except RecursionError:
-            raise RequestInvalid([detail(["body"], "JSON nested too deeply", "json_invalid")]) from None
+            raise RequestInvalid(
+                [detail(["body"], "JSON nested too deeply", "json_invalid")]
+            ) from None
 
     def _validate(self, body: Any) -> None:
         if body is None and not self._nullable:

@@ -7,7 +7,7 @@ import itertools
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
 import db.accounts
@@ -29,6 +29,10 @@ def _password_hash() -> str:
 class Factory:
     sessions: sessionmaker[Session]
     secrets: crypto.Secrets
+
+    @classmethod
+    def from_engine(cls, engine: Engine, secrets: crypto.Secrets) -> Factory:
+        return cls(sessionmaker(engine, expire_on_commit=False), secrets)
 
     def account(self, name: str = "acme") -> Account:
         with self.sessions() as session, session.begin():

@@ -10,7 +10,14 @@ from db.models import Role
 from keyplane import crypto
 
 SEED_002_FIELDS = {
-    "id", "key_prefix", "user_id", "status", "created_at", "expires_at", "description", "full_key"
+    "id",
+    "key_prefix",
+    "user_id",
+    "status",
+    "created_at",
+    "expires_at",
+    "description",
+    "full_key",
 }
 
 
@@ -51,8 +58,14 @@ class TestCreate:
         assert crypto.is_well_formed_api_key(body["full_key"])
         assert body["full_key"].startswith(body["key_prefix"])
         assert body | {"id": 0, "created_at": "", "full_key": "", "key_prefix": ""} == {
-            "id": 0, "key_prefix": "", "user_id": admin.id, "status": "active", "created_at": "",
-            "expires_at": "2031-05-01T10:00:00Z", "description": "billing", "full_key": "",
+            "id": 0,
+            "key_prefix": "",
+            "user_id": admin.id,
+            "status": "active",
+            "created_at": "",
+            "expires_at": "2031-05-01T10:00:00Z",
+            "description": "billing",
+            "full_key": "",
         }
         stored = factory.stored_key(body["id"])
         assert stored.key_digest == factory.secrets.api_key_digest(body["full_key"])
@@ -109,20 +122,16 @@ class TestCreate:
         ]
         assert factory.count_keys() == before
 
-    def test_422_for_an_expiry_in_the_past(self, client, factory, admin):
+    def test_201_with_a_past_expiry_answers_status_expired(self, client, factory, admin):
         response = client.post(
             "/v1/api-keys", json={"expires_at": "2001-01-01T00:00:00Z"}, headers=factory.auth(admin)
         )
-        assert response.status_code == 422
-        assert response.json() == {
-            "detail": [
-                {
-                    "loc": ["body", "expires_at"],
-                    "msg": "Expiry must be in the future",
-                    "type": "value_error",
-                }
-            ]
-        }
+        assert response.status_code == 201
+        assert response.json()["status"] == "expired"
+        assert (
+            client.get("/v1/users", headers={"X-API-Key": response.json()["full_key"]}).status_code
+            == 401
+        )
 
 
 class TestList:
@@ -162,7 +171,11 @@ class TestList:
         active, _ = factory.api_key(admin, acme)
         revoked, _ = factory.api_key(admin, acme)
         client.delete(f"/v1/api-keys/{revoked.id}", headers=factory.auth(admin))
-        for status, expected in [("active", [active.id]), ("revoked", [revoked.id]), ("expired", [])]:
+        for status, expected in [
+            ("active", [active.id]),
+            ("revoked", [revoked.id]),
+            ("expired", []),
+        ]:
             page = client.get(
                 "/v1/api-keys", params={"status": status}, headers=factory.auth(admin)
             ).json()
@@ -189,7 +202,7 @@ class TestList:
             ["query", "limit"],
         ]
         response = client.get(
-            "/v1/api-keys", params={"cursor": "not-a-cursor"}, headers=factory.auth(admin)
+            "/v1/api-keys", params={"cursor": "12abc"}, headers=factory.auth(admin)
         )
         assert response.status_code == 422
         assert response.json()["detail"][0]["loc"] == ["query", "cursor"]
@@ -386,9 +399,10 @@ class TestRevoke:
         # The revoked key no longer authenticates at all.
         assert client.get("/v1/users", headers={"X-API-Key": full_key}).status_code == 401
         # Revoking again changes nothing; a later expiry change does not bring it back.
-        assert client.delete(f"/v1/api-keys/{record.id}", headers=factory.auth(admin)).json()[
-            "status"
-        ] == "revoked"
+        assert (
+            client.delete(f"/v1/api-keys/{record.id}", headers=factory.auth(admin)).json()["status"]
+            == "revoked"
+        )
         future = (datetime.now(UTC) + timedelta(days=30)).isoformat()
         patched = client.patch(
             f"/v1/api-keys/{record.id}", json={"expires_at": future}, headers=factory.auth(admin)

@@ -12,6 +12,9 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+# int64 ids on PostgreSQL; SQLite's rowid keys must be spelled INTEGER to autoincrement.
+ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
 revision: str = "0001"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
@@ -21,14 +24,14 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     op.create_table(
         "accounts",
-        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("id", ID, nullable=False),
         sa.Column("name", sa.String(length=200), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_accounts")),
     )
     op.create_table(
         "users",
-        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("id", ID, nullable=False),
         sa.Column("username", sa.String(length=150), nullable=False),
         sa.Column("password_hash", sa.String(length=255), nullable=False),
         sa.Column("is_active", sa.Boolean(), nullable=False),
@@ -38,9 +41,9 @@ def upgrade() -> None:
     )
     op.create_table(
         "api_keys",
-        sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("account_id", sa.Integer(), nullable=False),
-        sa.Column("user_id", sa.Integer(), nullable=False),
+        sa.Column("id", ID, nullable=False),
+        sa.Column("account_id", ID, nullable=False),
+        sa.Column("user_id", ID, nullable=False),
         sa.Column("key_prefix", sa.String(length=32), nullable=False),
         sa.Column("key_digest", sa.String(length=64), nullable=False),
         sa.Column("description", sa.Text(), nullable=True),
@@ -67,8 +70,8 @@ def upgrade() -> None:
 
     op.create_table(
         "memberships",
-        sa.Column("account_id", sa.Integer(), nullable=False),
-        sa.Column("user_id", sa.Integer(), nullable=False),
+        sa.Column("account_id", ID, nullable=False),
+        sa.Column("user_id", ID, nullable=False),
         sa.Column(
             "role",
             sa.Enum("admin", "member", name="role", native_enum=False, length=20),

@@ -1,0 +1,92 @@
+"""``POST /v1/auth/token``: the OAuth2 password grant."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import update
+
+from db.models import Role, User
+from tests.factories import PASSWORD
+
+
+@pytest.fixture
+def alice(factory):
+    return factory.user(factory.account(), Role.ADMIN, username="alice")
+
+
+def _login(client, username: str, password: str, **extra: str):
+    return client.post(
+        "/v1/auth/token",
+        data={"grant_type": "password", "username": username, "password": password, **extra},
+    )
+
+
+class TestToken:
+    def test_200_issues_a_bearer_token_that_works(self, client, alice):
+        response = _login(client, "alice", PASSWORD)
+        assert response.status_code == 200
+        body = response.json()
+        assert set(body) == {"access_token", "token_type", "expires_in"}
+        assert body["token_type"] == "bearer"
+        assert body["expires_in"] == 3600
+        assert response.headers["Cache-Control"] == "no-store"
+        me = client.get("/v1/users/me", headers={"Authorization": f"Bearer {body['access_token']}"})
+        assert me.status_code == 200
+        assert me.json()["username"] == "alice"
+
+    def test_400_is_identical_for_an_unknown_user_and_a_wrong_password(self, client, alice):
+        wrong_password = _login(client, "alice", "not-the-password")
+        unknown_user = _login(client, "mallory", "not-the-password")
+        assert wrong_password.status_code == unknown_user.status_code == 400
+        assert (
+            wrong_password.json()
+            == unknown_user.json()
+            == {
+                "error": "invalid_grant",
+                "error_description": "Incorrect username or password",
+            }
+        )
+
+    def test_400_for_a_grant_type_other_than_password(self, client, alice):
+        response = _login(client, "alice", PASSWORD, grant_type="client_credentials")
+        assert response.status_code == 400
+        assert response.json()["error"] == "unsupported_grant_type"
+
+    def test_400_for_a_disabled_user_whose_tokens_stop_working(
+        self, client, factory, sessions, alice
+    ):
+        token = factory.token(alice)
+        with sessions() as session, session.begin():
+            session.execute(update(User).where(User.id == alice.id).values(is_active=False))
+        assert _login(client, "alice", PASSWORD).json()["error"] == "invalid_grant"
+        response = client.get("/v1/users/me", headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code == 401
+
+    def test_401_for_an_expired_or_forged_token(self, client, factory, alice):
+        expired = factory.secrets.issue_user_token(
+            alice.id, timedelta(minutes=5), now=datetime.now(UTC) - timedelta(hours=1)
+        )
+        forged = factory.secrets.issue_user_token(alice.id, timedelta(hours=1))[:-4] + "AAAA"
+        for token in (expired, forged):
+            response = client.get("/v1/users/me", headers={"Authorization": f"Bearer {token}"})
+            assert response.status_code == 401
+            assert response.headers["WWW-Authenticate"] == "Bearer"
+
+    def test_415_for_a_json_body(self, client, alice):
+        response = client.post(
+            "/v1/auth/token",
+            json={"grant_type": "password", "username": "alice", "password": PASSWORD},
+        )
+        assert response.status_code == 415
+
+    def test_422_lists_the_missing_fields(self, client):
+        response = client.post("/v1/auth/token", data={"grant_type": "password"})
+        assert response.status_code == 422
+        assert response.json() == {
+            "detail": [
+                {"loc": ["body", "username"], "msg": "Field required", "type": "missing"},
+                {"loc": ["body", "password"], "msg": "Field required", "type": "missing"},
+            ]
+        }

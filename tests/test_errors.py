@@ -1,0 +1,95 @@
+"""Errors outside any one operation: 500s, 404/405 on unknown routes, broken bodies."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from sqlalchemy import Connection
+
+from db.models import Role
+from tests.factories import PASSWORD
+from tests.test_spec import _operations
+
+
+def _request_for(operation_id: str, key_id: int) -> tuple[str, str, dict]:
+    """A valid request for each operation (kept beside the spec by the test below)."""
+    return {
+        "auth.token": (
+            "POST",
+            "/v1/auth/token",
+            {"data": {"grant_type": "password", "username": "u", "password": PASSWORD}},
+        ),
+        "users.me": ("GET", "/v1/users/me", {}),
+        "users.list": ("GET", "/v1/users", {}),
+        "users.create": ("POST", "/v1/users", {"json": {"username": "n1", "password": PASSWORD}}),
+        "api_keys.list": ("GET", "/v1/api-keys", {}),
+        "api_keys.create": ("POST", "/v1/api-keys", {"json": {}}),
+        "api_keys.get": ("GET", f"/v1/api-keys/{key_id}", {}),
+        "api_keys.update": ("PATCH", f"/v1/api-keys/{key_id}", {"json": {"description": "x"}}),
+        "api_keys.revoke": ("DELETE", f"/v1/api-keys/{key_id}", {}),
+    }[operation_id]
+
+
+@pytest.mark.parametrize("operation_id", [op["operationId"] for _, _, op in _operations()])
+def test_500_when_the_database_fails_mid_request(
+    client, factory, monkeypatch, caplog, operation_id
+):
+    account = factory.account()
+    admin = factory.user(account, Role.ADMIN)
+    key, _ = factory.api_key(admin, account)
+    method, path, kwargs = _request_for(operation_id, key.id)
+
+    def database_gone(*args, **kwargs):
+        raise ConnectionError("the database went away")
+
+    monkeypatch.setattr(Connection, "execute", database_gone)
+    with caplog.at_level(logging.ERROR, logger="keyplane.errors"):
+        response = client.request(method, path, headers=factory.auth(admin), **kwargs)
+    assert response.status_code == 500
+    assert response.json() == {"detail": "Internal Server Error"}
+    assert "Traceback" not in response.text and "went away" not in response.text
+    assert any("went away" in str(r.exc_info[1]) for r in caplog.records if r.exc_info)
+
+
+def test_405_lists_the_methods_the_spec_declares(client):
+    response = client.put("/v1/api-keys/1")
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "DELETE, GET, PATCH"
+    assert response.json() == {"detail": "Method Not Allowed"}
+
+
+def test_404_for_an_unknown_path(client):
+    response = client.get("/v1/nothing-here")
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Not Found"}
+
+
+@pytest.mark.parametrize(
+    ("content", "loc"),
+    [(b"\xff\xfe{}", ["body"]), (b'{"description": ', ["body", 16]), (b"[1, 2]", ["body"])],
+)
+def test_422_for_a_body_that_is_not_a_json_object(client, factory, content, loc):
+    admin = factory.user(factory.account(), Role.ADMIN)
+    before = factory.count_keys()
+    response = client.post(
+        "/v1/api-keys",
+        content=content,
+        headers={**factory.auth(admin), "Content-Type": "application/json"},
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == loc
+    assert factory.count_keys() == before
+
+
+def test_422_for_an_unknown_query_parameter(client, factory):
+    admin = factory.user(factory.account(), Role.ADMIN)
+    response = client.get("/v1/api-keys", params={"page": 2}, headers=factory.auth(admin))
+    assert response.status_code == 422
+    assert response.json()["detail"] == [
+        {
+            "loc": ["query", "page"],
+            "msg": "Extra inputs are not permitted",
+            "type": "extra_forbidden",
+        }
+    ]
