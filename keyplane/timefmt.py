@@ -19,10 +19,15 @@ def parse_rfc3339(value: str | None, loc: list[str | int]) -> datetime | None:
         return None
     try:
         parsed = datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
-        if parsed.tzinfo is None:
-            raise ValueError("no offset")
-        return parsed.astimezone(UTC)
-    except (ValueError, OverflowError):
+    except ValueError:
         raise InvalidInput(
             "Input should be a valid RFC 3339 date-time with an offset", loc, "datetime_parsing"
         ) from None
+    if parsed.tzinfo is None:
+        raise InvalidInput("Input should have a timezone offset", loc, "timezone_aware")
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        # Valid RFC 3339 just past Python's range once in UTC (0001-01-01T00:30:00+01:00,
+        # 9999-12-31T23:59:59-01:00): the nearest representable instant means the same.
+        return (datetime.min if parsed.year == 1 else datetime.max).replace(tzinfo=UTC)

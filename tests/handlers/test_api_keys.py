@@ -209,7 +209,7 @@ class TestList:
 
 
 class TestGet:
-    def test_200(self, client, factory, admin, key):
+    def test_200_answers_the_key_without_its_secret(self, client, factory, admin, key):
         record, _ = key
         response = client.get(f"/v1/api-keys/{record.id}", headers=factory.auth(admin))
         assert response.status_code == 200

@@ -70,6 +70,11 @@ class TestList:
         )
         assert response.status_code == 403
 
+    def test_422_for_an_unknown_query_parameter(self, client, factory, admin):
+        response = client.get("/v1/users", params={"role": "admin"}, headers=factory.auth(admin))
+        assert response.status_code == 422
+        assert response.json()["detail"][0]["loc"] == ["query", "role"]
+
 
 class TestCreate:
     def test_201_adds_a_user_who_can_log_in(self, client, factory, acme, admin):
