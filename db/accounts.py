@@ -5,14 +5,16 @@ from __future__ import annotations
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
-from db import users
+from db import permissions, users
 from db.models import Account, Membership, Role, User
 
 
 def create(session: Session, name: str) -> Account:
+    """A new account, with the default permission catalog."""
     account = Account(name=name)
     session.add(account)
     session.flush()
+    permissions.seed_default(session, account.id)
     return account
 
 

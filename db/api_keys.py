@@ -13,13 +13,14 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.orm import Session
 
-from db.models import ApiKey, KeyStatus
+import db.permissions
+from db.models import ApiKey, ApiKeyPermission, KeyStatus
 from keyplane import crypto
 from keyplane.errors import NotFound
 
 NOT_FOUND_MESSAGE = "API key not found"
 # Fields a PATCH may change; the keys of ``changes`` in ``update``.
-EDITABLE_FIELDS = frozenset({"description", "expires_at"})
+EDITABLE_FIELDS = frozenset({"description", "expires_at", "permissions"})
 
 
 @dataclass(frozen=True)
@@ -44,9 +45,11 @@ def issue(
     user_id: int,
     description: str | None,
     expires_at: datetime | None,
+    permissions: list[str],
     now: datetime,
 ) -> tuple[ApiKey, str]:
     """Create a key; returns the record and the full key, which is never seen again."""
+    granted = db.permissions.require_known(session, account_id, permissions)
     full_key = crypto.generate_api_key()
     key = ApiKey(
         account_id=account_id,
@@ -58,6 +61,9 @@ def issue(
         created_at=now,
         updated_at=now,
     )
+    key.permission_links = [
+        ApiKeyPermission(account_id=account_id, permission_id=p) for p in granted
+    ]
     session.add(key)
     session.flush()
     return key, full_key
@@ -98,7 +104,10 @@ def update(session: Session, key: ApiKey, changes: dict[str, Any], now: datetime
     if unknown:
         raise ValueError(f"not editable: {sorted(unknown)}")
     for field, value in changes.items():
-        setattr(key, field, value)
+        if field == "permissions":
+            _grant_exactly(session, key, value)
+        else:
+            setattr(key, field, value)
     key.updated_at = now
     session.flush()
     return key
@@ -111,6 +120,15 @@ def revoke(session: Session, key: ApiKey, now: datetime) -> ApiKey:
         key.updated_at = now
         session.flush()
     return key
+
+
+def _grant_exactly(session: Session, key: ApiKey, permission_ids: list[str]) -> None:
+    wanted = set(db.permissions.require_known(session, key.account_id, permission_ids))
+    key.permission_links = [link for link in key.permission_links if link.permission_id in wanted]
+    held = set(key.permissions)
+    key.permission_links += [
+        ApiKeyPermission(account_id=key.account_id, permission_id=p) for p in sorted(wanted - held)
+    ]
 
 
 def _status_clause(status: KeyStatus, now: datetime) -> ColumnElement[bool]:

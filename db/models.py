@@ -11,6 +11,8 @@ from sqlalchemy import (
     DateTime,
     Enum,
     ForeignKey,
+    ForeignKeyConstraint,
+    Index,
     Integer,
     MetaData,
     String,
@@ -18,7 +20,7 @@ from sqlalchemy import (
     TypeDecorator,
 )
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
 def utcnow() -> datetime:
@@ -123,6 +125,15 @@ class ApiKey(Base):
     expires_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
     last_used_at: Mapped[datetime | None]
+    permission_links: Mapped[list[ApiKeyPermission]] = relationship(
+        cascade="all, delete-orphan",
+        lazy="selectin",
+        order_by="ApiKeyPermission.permission_id",
+    )
+
+    @property
+    def permissions(self) -> list[str]:
+        return sorted(link.permission_id for link in self.permission_links)
 
     def status_at(self, now: datetime) -> KeyStatus:
         if self.revoked_at is not None:
@@ -130,3 +141,36 @@ class ApiKey(Base):
         if self.expires_at is not None and self.expires_at <= now:
             return KeyStatus.EXPIRED
         return KeyStatus.ACTIVE
+
+
+class Permission(Base):
+    """One entry of an account's permission catalog, e.g. ``readApplications``."""
+
+    __tablename__ = "permissions"
+
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    description: Mapped[str] = mapped_column(String(500), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiKeyPermission(Base):
+    """A key holds a catalog permission; the catalog entry cannot go while one is held."""
+
+    __tablename__ = "api_key_permissions"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["account_id", "permission_id"],
+            ["permissions.account_id", "permissions.id"],
+            ondelete="RESTRICT",
+        ),
+        Index("ix_api_key_permissions_catalog_entry", "account_id", "permission_id"),
+    )
+
+    api_key_id: Mapped[int] = mapped_column(
+        ForeignKey("api_keys.id", ondelete="CASCADE"), primary_key=True
+    )
+    permission_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[int]

@@ -7,12 +7,10 @@ from typing import Any
 import db.api_keys
 import db.session
 from db.models import ApiKey, KeyStatus
-from keyplane import runtime
+from keyplane import pagination, runtime
 from keyplane.access import Actor
 from keyplane.security import current_actor
 from keyplane.timefmt import parse_rfc3339, rfc3339
-
-MAX_ID = 2**63 - 1
 
 
 def _key_manager() -> Actor:
@@ -20,19 +18,22 @@ def _key_manager() -> Actor:
     return current_actor().require_user()
 
 
-def list(status: str | None = None, limit: int = 20, cursor: str | None = None) -> dict[str, Any]:
-    actor = _key_manager()
-    now = runtime.current().now()
+def list(  # noqa: A001 - the operationId is api_keys.list
+    status: str | None = None, limit: int = 20, cursor: str | None = None
+) -> dict[str, Any]:
     keys, more = db.api_keys.page(
         db.session.current(),
-        actor.key_scope(),
-        now=now,
+        _key_manager().key_scope(),
+        now=runtime.current().now(),
         status=KeyStatus(status) if status else None,
-        before_id=_decode_cursor(cursor),
+        before_id=pagination.after(cursor),
         limit=limit,
     )
-    next_cursor = _encode_cursor(keys[-1].id) if more else None
-    return {"items": [read(key) for key in keys], "next_cursor": next_cursor}
+    last_id = keys[-1].id if keys else None
+    return {
+        "items": [detail(key) for key in keys],
+        "next_cursor": pagination.next_cursor(last_id, more),
+    }
 
 
 def create(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
@@ -45,14 +46,14 @@ def create(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
         user_id=actor.user_id,
         description=body.get("description"),
         expires_at=parse_rfc3339(body.get("expires_at"), ["body", "expires_at"]),
+        permissions=body.get("permissions") or [],
         now=current.now(),
     )
-    return read(key, full_key=full_key), 201
+    return detail(key, full_key=full_key), 201
 
 
 def get(item_id: int) -> dict[str, Any]:
-    key = db.api_keys.find(db.session.current(), _key_manager().key_scope(), item_id)
-    return read(key)
+    return detail(db.api_keys.find(db.session.current(), _key_manager().key_scope(), item_id))
 
 
 def update(item_id: int, body: dict[str, Any]) -> dict[str, Any]:
@@ -64,6 +65,8 @@ def update(item_id: int, body: dict[str, Any]) -> dict[str, Any]:
         changes["description"] = body["description"]
     if "expires_at" in body:
         changes["expires_at"] = parse_rfc3339(body["expires_at"], ["body", "expires_at"])
+    if "permissions" in body:
+        changes["permissions"] = body["permissions"] or []
     db.api_keys.update(session, key, changes, runtime.current().now())
     return read(key)
 
@@ -71,7 +74,7 @@ def update(item_id: int, body: dict[str, Any]) -> dict[str, Any]:
 def revoke(item_id: int) -> dict[str, Any]:
     session = db.session.current()
     key = db.api_keys.find(session, _key_manager().key_scope(), item_id)
-    return read(db.api_keys.revoke(session, key, runtime.current().now()))
+    return detail(db.api_keys.revoke(session, key, runtime.current().now()))
 
 
 def read(key: ApiKey, *, full_key: str | None = None) -> dict[str, Any]:
@@ -88,10 +91,9 @@ def read(key: ApiKey, *, full_key: str | None = None) -> dict[str, Any]:
     }
 
 
-def _encode_cursor(last_id: int) -> str:
-    return str(last_id)
-
-
-def _decode_cursor(cursor: str | None) -> int | None:
-    """The spec's pattern admits only digits; ids beyond int64 simply mean "from the top"."""
-    return None if cursor is None else min(int(cursor), MAX_ID)
+def detail(key: ApiKey, *, full_key: str | None = None) -> dict[str, Any]:
+    """``APIKeyRecord``: the seed's fields, the permissions and the last use."""
+    return read(key, full_key=full_key) | {
+        "permissions": key.permissions,
+        "last_used_at": rfc3339(key.last_used_at),
+    }

@@ -70,10 +70,14 @@ class Actor:
         self.principal.require_user(message)
         return self
 
-    def require_admin(self) -> Actor:
-        self.require_user("API keys cannot do this")
+    def require_admin(
+        self,
+        message: str = "Only account admins can do this",
+        key_message: str = "API keys cannot do this",
+    ) -> Actor:
+        self.require_user(key_message)
         if not self.is_admin:
-            raise Forbidden("Only account admins can do this")
+            raise Forbidden(message)
         return self
 
 

@@ -33,18 +33,38 @@ class InvalidInput(KeyplaneError):
     """Input that passed the schema but breaks a rule the schema cannot express.
 
     ``loc`` is FastAPI's location (``["body", "expires_at"]``), so the v1 surface can
-    answer its 422 list and the console surface its 400 message.
+    answer its 422 list; the console surface answers a 400 with ``console_message``
+    when the seed fixes one, else with the message.
     """
 
     status = 422
+    console_message: str | None = None
 
     def __init__(self, message: str, loc: list[str | int], error_type: str = "value_error"):
         super().__init__(message)
         self.loc = loc
         self.error_type = error_type
 
-    def as_detail(self) -> dict[str, Any]:
-        return {"loc": self.loc, "msg": self.message, "type": self.error_type}
+    def details(self) -> list[dict[str, Any]]:
+        return [{"loc": self.loc, "msg": self.message, "type": self.error_type}]
+
+
+class UnknownPermissions(InvalidInput):
+    """Permission ids that are not in the account's catalog (seed 000's exact 400)."""
+
+    console_message = "Invalid permissions provided"
+
+    def __init__(self, positions: list[int]) -> None:
+        super().__init__(
+            "Permission is not in the account's catalog", ["body", "permissions", positions[0]]
+        )
+        self.positions = positions
+
+    def details(self) -> list[dict[str, Any]]:
+        return [
+            {"loc": ["body", "permissions", i], "msg": self.message, "type": self.error_type}
+            for i in self.positions
+        ]
 
 
 class OAuthError(KeyplaneError):

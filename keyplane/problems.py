@@ -90,7 +90,9 @@ class Problems:
 
     def keyplane_error(self, request: ConnexionRequest, error: KeyplaneError) -> ConnexionResponse:
         if isinstance(error, InvalidInput):
-            return _validation_failed(request, [error.as_detail()])
+            if error.console_message and _is_console(request):
+                return _json(400, {"error": error.console_message})
+            return _validation_failed(request, error.details())
         if isinstance(error, OAuthError):
             body = {"error": error.code, "error_description": error.message}
             return _json(error.status, body, {"Cache-Control": "no-store"})

@@ -54,13 +54,21 @@ def describe(error: Detail) -> str:
 def schema_errors(
     validator: Draft4Validator, instance: Any, location: list[str | int], *, parsing: bool = False
 ) -> list[Detail]:
-    errors = sorted(validator.iter_errors(instance), key=lambda e: [str(p) for p in e.path])
     found: list[Detail] = []
-    for error in errors:
+    for error in validator.iter_errors(instance):
         for item in _details(error, [*location, *error.absolute_path], parsing):
             if item not in found:
                 found.append(item)
-    return found
+    # FastAPI lists errors in the order the fields are declared: so do we.
+    declared = list(validator.schema.get("properties", {}))
+
+    def field_order(item: Detail) -> tuple[int, str]:
+        rest = item["loc"][len(location) :]
+        name = rest[0] if rest else ""
+        position = declared.index(name) if name in declared else len(declared)
+        return position, ".".join(str(part) for part in rest)
+
+    return sorted(found, key=field_order)
 
 
 def _details(error: SchemaError, loc: list[str | int], parsing: bool) -> Iterator[Detail]:
@@ -75,6 +83,12 @@ def _details(error: SchemaError, loc: list[str | int], parsing: bool) -> Iterato
         for name in sorted(set(error.instance) - allowed):
             yield detail([*loc, name], "Extra inputs are not permitted", "extra_forbidden")
         return
+    if keyword in {"anyOf", "oneOf"} and error.context:
+        # Explain by the first alternative (e.g. "a date-time", before "or empty").
+        first = [e for e in error.context if e.schema_path and e.schema_path[0] == 0]
+        if first:
+            yield from _details(first[0], loc, parsing)
+            return
     yield detail(loc, *_message(keyword, expected, parsing))
 
 

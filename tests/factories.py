@@ -64,6 +64,7 @@ class Factory:
         *,
         description: str | None = "a key",
         expires_at: datetime | None = None,
+        permissions: tuple[str, ...] = (),
     ) -> tuple[ApiKey, str]:
         with self.sessions() as session, session.begin():
             return db.api_keys.issue(
@@ -73,6 +74,7 @@ class Factory:
                 user_id=user.id,
                 description=description,
                 expires_at=expires_at,
+                permissions=list(permissions),
                 now=datetime.now(UTC),
             )
 

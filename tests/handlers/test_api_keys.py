@@ -19,6 +19,7 @@ SEED_002_FIELDS = {
     "description",
     "full_key",
 }
+DETAIL_FIELDS = SEED_002_FIELDS | {"permissions", "last_used_at"}
 
 
 @pytest.fixture
@@ -54,7 +55,7 @@ class TestCreate:
         )
         assert response.status_code == 201
         body = response.json()
-        assert set(body) == SEED_002_FIELDS
+        assert set(body) == DETAIL_FIELDS
         assert crypto.is_well_formed_api_key(body["full_key"])
         assert body["full_key"].startswith(body["key_prefix"])
         assert body | {"id": 0, "created_at": "", "full_key": "", "key_prefix": ""} == {
@@ -66,6 +67,8 @@ class TestCreate:
             "expires_at": "2031-05-01T10:00:00Z",
             "description": "billing",
             "full_key": "",
+            "permissions": [],
+            "last_used_at": None,
         }
         stored = factory.stored_key(body["id"])
         assert stored.key_digest == factory.secrets.api_key_digest(body["full_key"])
@@ -116,9 +119,10 @@ class TestCreate:
             headers=factory.auth(admin),
         )
         assert response.status_code == 422
+        # FastAPI's order: the fields as the schema declares them (seed 002).
         assert [e["loc"] for e in response.json()["detail"]] == [
-            ["body", "description"],
             ["body", "expires_at"],
+            ["body", "description"],
         ]
         assert factory.count_keys() == before
 
@@ -132,6 +136,38 @@ class TestCreate:
             client.get("/v1/users", headers={"X-API-Key": response.json()["full_key"]}).status_code
             == 401
         )
+
+    def test_201_with_catalog_permissions(self, client, factory, admin):
+        response = client.post(
+            "/v1/api-keys",
+            json={"permissions": ["writeApplications", "readApplications", "readApplications"]},
+            headers=factory.auth(admin),
+        )
+        assert response.status_code == 201
+        assert response.json()["permissions"] == ["readApplications", "writeApplications"]
+        assert factory.stored_key(response.json()["id"]).permissions == [
+            "readApplications",
+            "writeApplications",
+        ]
+
+    def test_422_for_a_permission_outside_the_catalog(self, client, factory, admin):
+        before = factory.count_keys()
+        response = client.post(
+            "/v1/api-keys",
+            json={"permissions": ["readApplications", "launchMissiles"]},
+            headers=factory.auth(admin),
+        )
+        assert response.status_code == 422
+        assert response.json() == {
+            "detail": [
+                {
+                    "loc": ["body", "permissions", 1],
+                    "msg": "Permission is not in the account's catalog",
+                    "type": "value_error",
+                }
+            ]
+        }
+        assert factory.count_keys() == before
 
 
 class TestList:
@@ -270,7 +306,7 @@ class TestUpdate:
         assert body["status"] == "active"
         assert datetime.fromisoformat(body["created_at"]) == record.created_at
         after = client.get(f"/v1/api-keys/{record.id}", headers=factory.auth(admin)).json()
-        assert after == body
+        assert {field: after[field] for field in SEED_002_FIELDS} == body
 
     def test_200_omitted_field_is_unchanged_and_null_clears(self, client, factory, admin, key):
         record, _ = key
@@ -283,6 +319,30 @@ class TestUpdate:
         assert cleared.json()["expires_at"] is None
         assert cleared.json()["description"] is None
         assert factory.stored_key(record.id).expires_at is None
+
+    def test_200_permissions_change_and_null_clears_them(self, client, factory, acme, admin):
+        record, _ = factory.api_key(admin, acme, permissions=("readApplications",))
+        url, auth = f"/v1/api-keys/{record.id}", factory.auth(admin)
+        changed = client.patch(url, json={"permissions": ["writeApplications"]}, headers=auth)
+        assert changed.status_code == 200
+        assert "permissions" not in changed.json()  # seed 002's APIKeyRecordRead, exactly
+        assert client.get(url, headers=auth).json()["permissions"] == ["writeApplications"]
+        client.patch(url, json={"description": "kept"}, headers=auth)
+        assert client.get(url, headers=auth).json()["permissions"] == ["writeApplications"]
+        client.patch(url, json={"permissions": None}, headers=auth)
+        assert client.get(url, headers=auth).json()["permissions"] == []
+
+    def test_422_for_an_unknown_permission_changes_nothing(self, client, factory, acme, admin):
+        record, _ = factory.api_key(admin, acme, permissions=("readApplications",))
+        response = client.patch(
+            f"/v1/api-keys/{record.id}",
+            json={"description": "changed?", "permissions": ["nope"]},
+            headers=factory.auth(admin),
+        )
+        assert response.status_code == 422
+        assert response.json()["detail"][0]["loc"] == ["body", "permissions", 0]
+        stored = factory.stored_key(record.id)
+        assert (stored.description, stored.permissions) == ("a key", ["readApplications"])
 
     def test_200_a_past_expiry_expires_the_key_now(self, client, factory, admin, key):
         record, full_key = key

@@ -1,0 +1,75 @@
+"""Per-account permission catalogs, and the rule that keys hold only catalog entries."""
+
+from __future__ import annotations
+
+from sqlalchemy import exists, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from db.models import ApiKeyPermission, Permission
+from keyplane.errors import Conflict, NotFound, UnknownPermissions
+
+# The catalog every new account starts with (migration 0002 gave it to older ones).
+DEFAULT_CATALOG = (
+    ("readApplications", "Read applications"),
+    ("writeApplications", "Create, update and delete applications"),
+)
+
+
+def seed_default(session: Session, account_id: int) -> None:
+    session.add_all(
+        Permission(account_id=account_id, id=permission_id, description=description)
+        for permission_id, description in DEFAULT_CATALOG
+    )
+    session.flush()
+
+
+def catalog(session: Session, account_id: int) -> list[Permission]:
+    return list(
+        session.scalars(
+            select(Permission).where(Permission.account_id == account_id).order_by(Permission.id)
+        )
+    )
+
+
+def add(session: Session, account_id: int, permission_id: str, description: str) -> Permission:
+    if session.get(Permission, (account_id, permission_id)) is not None:
+        raise Conflict("Permission already exists")
+    permission = Permission(account_id=account_id, id=permission_id, description=description)
+    try:
+        with session.begin_nested():
+            session.add(permission)
+    except IntegrityError:
+        raise Conflict("Permission already exists") from None
+    return permission
+
+
+def remove(session: Session, account_id: int, permission_id: str) -> None:
+    permission = session.get(Permission, (account_id, permission_id))
+    if permission is None:
+        raise NotFound("Permission not found")
+    held = select(ApiKeyPermission).where(
+        ApiKeyPermission.account_id == account_id,
+        ApiKeyPermission.permission_id == permission_id,
+    )
+    if session.scalar(select(exists(held))):
+        raise Conflict("Permission is still held by API keys; remove it from them first")
+    session.delete(permission)
+    session.flush()
+
+
+def require_known(session: Session, account_id: int, permission_ids: list[str]) -> list[str]:
+    """The ids, sorted and without repeats, if every one is in the catalog."""
+    if not permission_ids:
+        return []
+    known = set(
+        session.scalars(
+            select(Permission.id).where(
+                Permission.account_id == account_id, Permission.id.in_(set(permission_ids))
+            )
+        )
+    )
+    unknown = [i for i, permission_id in enumerate(permission_ids) if permission_id not in known]
+    if unknown:
+        raise UnknownPermissions(unknown)
+    return sorted(set(permission_ids))

@@ -1,0 +1,108 @@
+"""``/apikeys``: seed 000's account console, on the same keys and rules as ``/v1``.
+
+Account administrators only; any API key principal is 403 ("API keys cannot update
+other API keys"). Errors are ``{"error": ...}`` (``keyplane.problems``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import db.api_keys
+import db.session
+from db.models import ApiKey
+from keyplane import pagination, runtime
+from keyplane.access import Actor
+from keyplane.errors import NotFound
+from keyplane.security import current_actor
+from keyplane.timefmt import parse_rfc3339, rfc3339
+
+SUCCESS = {"success": True}
+ADMINS_ONLY = "Only account administrators can manage API keys"
+KEYS_CANNOT = "API keys cannot update other API keys"
+
+
+def _console_admin() -> Actor:
+    return current_actor().require_admin(ADMINS_ONLY, key_message=KEYS_CANNOT)
+
+
+def list(limit: int = 50, cursor: str | None = None) -> dict[str, Any]:  # noqa: A001
+    keys, more = db.api_keys.page(
+        db.session.current(),
+        _console_admin().key_scope(),
+        now=runtime.current().now(),
+        status=None,
+        before_id=pagination.after(cursor),
+        limit=limit,
+    )
+    last_id = keys[-1].id if keys else None
+    return {
+        "items": [_shape(key) for key in keys],
+        "nextCursor": pagination.next_cursor(last_id, more),
+    }
+
+
+def create(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    actor = _console_admin()
+    current = runtime.current()
+    key, full_key = db.api_keys.issue(
+        db.session.current(),
+        current.secrets,
+        account_id=actor.account_id,
+        user_id=actor.user_id,
+        description=body["description"],
+        expires_at=_expiry(body.get("expiresAt")),
+        permissions=body["flatPermissionsList"],
+        now=current.now(),
+    )
+    return _shape(key, full_key=full_key), 201
+
+
+def get(id: str) -> dict[str, Any]:  # noqa: A002 - seed 000 names the path parameter id
+    return _shape(_find(_console_admin(), id))
+
+
+def update(id: str, body: dict[str, Any]) -> dict[str, bool]:  # noqa: A002
+    session = db.session.current()
+    key = _find(_console_admin(), id)
+    changes: dict[str, Any] = {
+        "description": body["description"],
+        "permissions": body["flatPermissionsList"],
+    }
+    if "expiresAt" in body:
+        changes["expires_at"] = _expiry(body["expiresAt"])
+    db.api_keys.update(session, key, changes, runtime.current().now())
+    return SUCCESS
+
+
+def revoke(id: str) -> dict[str, bool]:  # noqa: A002
+    key = _find(_console_admin(), id)
+    db.api_keys.revoke(db.session.current(), key, runtime.current().now())
+    return SUCCESS
+
+
+def _find(actor: Actor, raw_id: str) -> ApiKey:
+    """A non-numeric id is simply not found (seed 000), like another account's."""
+    if not raw_id.isascii() or not raw_id.isdigit() or int(raw_id) > pagination.MAX_ID:
+        raise NotFound(db.api_keys.NOT_FOUND_MESSAGE)
+    return db.api_keys.find(db.session.current(), actor.key_scope(), int(raw_id))
+
+
+def _expiry(value: str | None) -> Any:
+    """``null`` and ``""`` both mean "never expires" (seed 000)."""
+    return parse_rfc3339(value or None, ["body", "expiresAt"])
+
+
+def _shape(key: ApiKey, *, full_key: str | None = None) -> dict[str, Any]:
+    return {
+        "id": key.id,
+        "keyPrefix": key.key_prefix,
+        "userId": key.user_id,
+        "description": key.description,
+        "flatPermissionsList": key.permissions,
+        "status": key.status_at(runtime.current().now()).value,
+        "createdAt": rfc3339(key.created_at),
+        "expiresAt": rfc3339(key.expires_at),
+        "lastUsedAt": rfc3339(key.last_used_at),
+        "fullKey": full_key,
+    }
