@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -27,7 +27,7 @@ SPEC_PATH = Path(__file__).resolve().parent.parent / "openapi" / "swagger.yaml"
 
 
 def create_app(
-    settings: Settings | None = None, *, sessions: sessionmaker[Session] | None = None
+    settings: Settings | None = None, *, sessions: Callable[[], Session] | None = None
 ) -> FlaskApp:
     """Build the service. ``sessions`` lets tests bind every request to one connection."""
     settings = settings or Settings.from_env()

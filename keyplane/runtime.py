@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from keyplane.crypto import Secrets
 from keyplane.settings import Settings
@@ -16,7 +17,7 @@ from keyplane.settings import Settings
 class Runtime:
     settings: Settings
     secrets: Secrets
-    sessions: sessionmaker[Session]
+    sessions: Callable[[], Session]  # a sessionmaker, or the tests' stand-in
 
     @staticmethod
     def now() -> datetime:

@@ -125,21 +125,43 @@ def connection(engine: Engine) -> Iterator[Connection]:
         transaction.rollback()
 
 
+class _CurrentTestSessions:
+    """The one app of the run opens its sessions in whichever test is running."""
+
+    factory: sessionmaker[Session] | None = None
+
+    def __call__(self) -> Session:
+        assert self.factory is not None, "a request outside any test's transaction"
+        return self.factory()
+
+
+_current_test_sessions = _CurrentTestSessions()
+
+
 @pytest.fixture
-def sessions(connection: Connection) -> sessionmaker[Session]:
-    return sessionmaker(
+def sessions(connection: Connection) -> Iterator[sessionmaker[Session]]:
+    factory = sessionmaker(
         bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
     )
+    _current_test_sessions.factory = factory
+    yield factory
+    _current_test_sessions.factory = None
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def settings(database_url: str) -> Settings:
     return Settings(database_url=database_url, secret_key=TEST_SECRET, validate_responses=True)
 
 
+@pytest.fixture(scope="session")
+def shared_app(settings: Settings):  # type: ignore[no-untyped-def]
+    """Built once a run (Connexion takes half a second to read the spec)."""
+    return create_app(settings, sessions=_current_test_sessions)
+
+
 @pytest.fixture
-def app(settings: Settings, sessions: sessionmaker[Session]):  # type: ignore[no-untyped-def]
-    return create_app(settings, sessions=sessions)
+def app(shared_app, sessions: sessionmaker[Session]):  # type: ignore[no-untyped-def]
+    return shared_app
 
 
 @pytest.fixture
