@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
-from db import permissions, users
+from db import audit, permissions, users
 from db.models import Account, Membership, Role, User
 
 
@@ -22,10 +24,27 @@ def any_exist(session: Session) -> bool:
     return bool(session.scalar(select(exists().select_from(Account))))
 
 
-def add_member(session: Session, account_id: int, user_id: int, role: Role) -> Membership:
-    membership = Membership(account_id=account_id, user_id=user_id, role=role)
+def add_member(
+    session: Session,
+    account_id: int,
+    user_id: int,
+    role: Role,
+    *,
+    actor: audit.Actor,
+    now: datetime,
+) -> Membership:
+    membership = Membership(account_id=account_id, user_id=user_id, role=role, created_at=now)
     session.add(membership)
     session.flush()
+    audit.record(
+        session,
+        account_id=account_id,
+        actor=actor,
+        action="user.added",
+        target=("user", user_id),
+        changes={"role": role.value},
+        now=now,
+    )
     return membership
 
 
@@ -51,10 +70,10 @@ def members(session: Session, account_id: int) -> list[tuple[User, Membership]]:
 
 
 def create_with_admin(
-    session: Session, name: str, username: str, password_hash: str
+    session: Session, name: str, username: str, password_hash: str, now: datetime
 ) -> tuple[Account, User]:
-    """An operator's bootstrap: a new account and its first admin."""
+    """An operator's bootstrap (the CLI): a new account and its first admin."""
     account = create(session, name)
     user = users.create(session, username, password_hash)
-    add_member(session, account.id, user.id, Role.ADMIN)
+    add_member(session, account.id, user.id, Role.ADMIN, actor=audit.OPERATOR, now=now)
     return account, user

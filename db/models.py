@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     DateTime,
     Enum,
@@ -119,9 +120,12 @@ class ApiKey(Base):
     key_prefix: Mapped[str] = mapped_column(String(32))
     # HMAC-SHA256 (hex) of the full key under the server secret; never the key itself.
     key_digest: Mapped[str] = mapped_column(String(64), unique=True)
+    # After a rotation with a grace period, the replaced secret's digest, until then.
+    previous_key_digest: Mapped[str | None] = mapped_column(String(64), unique=True)
+    previous_key_expires_at: Mapped[datetime | None]
     description: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
     last_used_at: Mapped[datetime | None]
@@ -174,3 +178,32 @@ class ApiKeyPermission(Base):
     )
     permission_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     account_id: Mapped[int]
+
+
+class AuditEvent(Base):
+    """Who changed what, when. ``changes`` never holds a secret."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_account_id_id", "account_id", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # None for events outside any account (a failed login with an unknown username).
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    actor_type: Mapped[str] = mapped_column(String(20))  # user, api_key, anonymous
+    actor_id: Mapped[int | None]
+    action: Mapped[str] = mapped_column(String(50))
+    target_type: Mapped[str] = mapped_column(String(20))
+    target_id: Mapped[str | None] = mapped_column(String(150))
+    changes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class LoginFailure(Base):
+    """One failed login, kept for the throttle's window (any worker sees every one)."""
+
+    __tablename__ = "login_failures"
+    __table_args__ = (Index("ix_login_failures_username_failed_at", "username", "failed_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(150))
+    failed_at: Mapped[datetime] = mapped_column(default=utcnow)

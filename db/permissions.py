@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import exists, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+import db.audit
 from db.models import ApiKeyPermission, Permission
 from keyplane.errors import Conflict, NotFound, UnknownPermissions
 
@@ -32,7 +35,15 @@ def catalog(session: Session, account_id: int) -> list[Permission]:
     )
 
 
-def add(session: Session, account_id: int, permission_id: str, description: str) -> Permission:
+def add(
+    session: Session,
+    account_id: int,
+    permission_id: str,
+    description: str,
+    *,
+    actor: db.audit.Actor,
+    now: datetime,
+) -> Permission:
     if session.get(Permission, (account_id, permission_id)) is not None:
         raise Conflict("Permission already exists")
     permission = Permission(account_id=account_id, id=permission_id, description=description)
@@ -41,10 +52,21 @@ def add(session: Session, account_id: int, permission_id: str, description: str)
             session.add(permission)
     except IntegrityError:
         raise Conflict("Permission already exists") from None
+    db.audit.record(
+        session,
+        account_id=account_id,
+        actor=actor,
+        action="permission.added",
+        target=("permission", permission_id),
+        changes={"description": description},
+        now=now,
+    )
     return permission
 
 
-def remove(session: Session, account_id: int, permission_id: str) -> None:
+def remove(
+    session: Session, account_id: int, permission_id: str, *, actor: db.audit.Actor, now: datetime
+) -> None:
     permission = session.get(Permission, (account_id, permission_id))
     if permission is None:
         raise NotFound("Permission not found")
@@ -56,6 +78,14 @@ def remove(session: Session, account_id: int, permission_id: str) -> None:
         raise Conflict("Permission is still held by API keys; remove it from them first")
     session.delete(permission)
     session.flush()
+    db.audit.record(
+        session,
+        account_id=account_id,
+        actor=actor,
+        action="permission.removed",
+        target=("permission", permission_id),
+        now=now,
+    )
 
 
 def require_known(session: Session, account_id: int, permission_ids: list[str]) -> list[str]:

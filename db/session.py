@@ -22,6 +22,21 @@ def current() -> Session:
         raise RuntimeError("no database session: not inside a request scope") from None
 
 
+_KEEP_ON_REFUSAL = "keyplane.keep_on_refusal"
+
+
+def keep_writes_on_refusal() -> None:
+    """Commit this request's writes even though it answers 4xx (a failed login's record).
+
+    An exception (5xx) still rolls everything back.
+    """
+    current().info[_KEEP_ON_REFUSAL] = True
+
+
+def keeps_writes_on_refusal(session: Session) -> bool:
+    return bool(session.info.get(_KEEP_ON_REFUSAL))
+
+
 def bind(session: Session) -> object:
     return _current.set(session)
 

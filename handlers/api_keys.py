@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import db.api_keys
@@ -47,6 +48,7 @@ def create(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
         description=body.get("description"),
         expires_at=parse_rfc3339(body.get("expires_at"), ["body", "expires_at"]),
         permissions=body.get("permissions") or [],
+        actor=actor.audit_actor,
         now=current.now(),
     )
     return detail(key, full_key=full_key), 201
@@ -59,7 +61,8 @@ def get(item_id: int) -> dict[str, Any]:
 def update(item_id: int, body: dict[str, Any]) -> dict[str, Any]:
     """An omitted field is unchanged; an explicit null clears it."""
     session = db.session.current()
-    key = db.api_keys.find(session, _key_manager().key_scope(), item_id)
+    actor = _key_manager()
+    key = db.api_keys.find(session, actor.key_scope(), item_id)
     changes: dict[str, Any] = {}
     if "description" in body:
         changes["description"] = body["description"]
@@ -67,14 +70,32 @@ def update(item_id: int, body: dict[str, Any]) -> dict[str, Any]:
         changes["expires_at"] = parse_rfc3339(body["expires_at"], ["body", "expires_at"])
     if "permissions" in body:
         changes["permissions"] = body["permissions"] or []
-    db.api_keys.update(session, key, changes, runtime.current().now())
+    db.api_keys.update(session, key, changes, actor.audit_actor, runtime.current().now())
     return read(key)
 
 
 def revoke(item_id: int) -> dict[str, Any]:
     session = db.session.current()
-    key = db.api_keys.find(session, _key_manager().key_scope(), item_id)
-    return detail(db.api_keys.revoke(session, key, runtime.current().now()))
+    actor = _key_manager()
+    key = db.api_keys.find(session, actor.key_scope(), item_id)
+    return detail(db.api_keys.revoke(session, key, actor.audit_actor, runtime.current().now()))
+
+
+def rotate(item_id: int, body: dict[str, Any]) -> dict[str, Any]:
+    """Owner or admin: a new secret for the same record, the old one kept for a grace."""
+    session = db.session.current()
+    actor = _key_manager()
+    key = db.api_keys.find(session, actor.key_scope(), item_id)
+    current = runtime.current()
+    full_key = db.api_keys.rotate(
+        session,
+        current.secrets,
+        key,
+        grace=timedelta(seconds=body.get("grace_period_seconds", 0)),
+        actor=actor.audit_actor,
+        now=current.now(),
+    )
+    return detail(key, full_key=full_key)
 
 
 def read(key: ApiKey, *, full_key: str | None = None) -> dict[str, Any]:

@@ -53,6 +53,7 @@ def create(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
         description=body["description"],
         expires_at=_expiry(body.get("expiresAt")),
         permissions=body["flatPermissionsList"],
+        actor=actor.audit_actor,
         now=current.now(),
     )
     return _shape(key, full_key=full_key), 201
@@ -64,20 +65,22 @@ def get(id: str) -> dict[str, Any]:  # noqa: A002 - seed 000 names the path para
 
 def update(id: str, body: dict[str, Any]) -> dict[str, bool]:  # noqa: A002
     session = db.session.current()
-    key = _find(_console_admin(), id)
+    actor = _console_admin()
+    key = _find(actor, id)
     changes: dict[str, Any] = {
         "description": body["description"],
         "permissions": body["flatPermissionsList"],
     }
     if "expiresAt" in body:
         changes["expires_at"] = _expiry(body["expiresAt"])
-    db.api_keys.update(session, key, changes, runtime.current().now())
+    db.api_keys.update(session, key, changes, actor.audit_actor, runtime.current().now())
     return SUCCESS
 
 
 def revoke(id: str) -> dict[str, bool]:  # noqa: A002
-    key = _find(_console_admin(), id)
-    db.api_keys.revoke(db.session.current(), key, runtime.current().now())
+    actor = _console_admin()
+    key = _find(actor, id)
+    db.api_keys.revoke(db.session.current(), key, actor.audit_actor, runtime.current().now())
     return SUCCESS
 
 

@@ -7,6 +7,7 @@ from typing import Any
 import db.permissions
 import db.session
 from db.models import Permission
+from keyplane import runtime
 from keyplane.security import current_actor
 from keyplane.timefmt import rfc3339
 
@@ -23,14 +24,25 @@ def list() -> dict[str, Any]:  # noqa: A001 - the operationId is permissions.lis
 def create(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
     actor = current_actor().require_admin(key_message=USERS_ONLY)
     permission = db.permissions.add(
-        db.session.current(), actor.account_id, body["id"], body.get("description", "")
+        db.session.current(),
+        actor.account_id,
+        body["id"],
+        body.get("description", ""),
+        actor=actor.audit_actor,
+        now=runtime.current().now(),
     )
     return _shape(permission), 201
 
 
 def delete(permission_id: str) -> tuple[None, int]:
     actor = current_actor().require_admin(key_message=USERS_ONLY)
-    db.permissions.remove(db.session.current(), actor.account_id, permission_id)
+    db.permissions.remove(
+        db.session.current(),
+        actor.account_id,
+        permission_id,
+        actor=actor.audit_actor,
+        now=runtime.current().now(),
+    )
     return None, 204
 
 

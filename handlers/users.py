@@ -8,7 +8,7 @@ import db.accounts
 import db.session
 import db.users
 from db.models import Membership, Role, User
-from keyplane import crypto
+from keyplane import crypto, runtime
 from keyplane.security import current_actor, current_principal
 from keyplane.timefmt import rfc3339
 
@@ -39,7 +39,14 @@ def create(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
     session = db.session.current()
     user = db.users.create(session, body["username"], crypto.hash_password(body["password"]))
     role = Role(body.get("role", Role.MEMBER))
-    membership = db.accounts.add_member(session, actor.account_id, user.id, role)
+    membership = db.accounts.add_member(
+        session,
+        actor.account_id,
+        user.id,
+        role,
+        actor=actor.audit_actor,
+        now=runtime.current().now(),
+    )
     return _member(user, membership), 201
 
 

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 import db.accounts
 import db.api_keys
+import db.audit
 import db.users
 from db.models import KeyStatus, Role
 from keyplane import crypto
@@ -39,6 +40,11 @@ class Principal:
     def kind(self) -> str:
         return "api_key" if self.is_api_key else "user"
 
+    def audit_actor(self) -> db.audit.Actor:
+        if self.key_id is not None:
+            return db.audit.Actor("api_key", self.key_id)
+        return db.audit.Actor.user(self.user_id)
+
     def require_user(self, message: str = KEYS_CANNOT_MANAGE_KEYS) -> Principal:
         if self.is_api_key:
             raise Forbidden(message)
@@ -56,6 +62,10 @@ class Actor:
     @property
     def user_id(self) -> int:
         return self.principal.user_id
+
+    @property
+    def audit_actor(self) -> db.audit.Actor:
+        return self.principal.audit_actor()
 
     @property
     def is_admin(self) -> bool:
@@ -110,9 +120,10 @@ def _principal(
     if credential.startswith(crypto.API_KEY_PREFIX):
         if not crypto.is_well_formed_api_key(credential):
             raise Unauthorized(INVALID_CREDENTIALS)
-        key = db.api_keys.by_digest(session, secrets.api_key_digest(credential))
-        if key is None or key.status_at(now) is not KeyStatus.ACTIVE:
+        match = db.api_keys.by_secret(session, secrets.api_key_digest(credential), now)
+        if match is None or match.key.status_at(now) is not KeyStatus.ACTIVE:
             raise Unauthorized(INVALID_CREDENTIALS)
+        key = match.key
         if db.users.active(session, key.user_id) is None:
             raise Unauthorized(INVALID_CREDENTIALS)
         return Principal(user_id=key.user_id, key_id=key.id, key_account_id=key.account_id)

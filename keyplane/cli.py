@@ -8,6 +8,7 @@ import json
 import secrets
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
@@ -65,7 +66,7 @@ def _bootstrap(engine: Engine, settings: Settings) -> None:
             return
         password = settings.admin_password or secrets.token_urlsafe(18)
         account, _ = db.accounts.create_with_admin(
-            session, DEFAULT_ACCOUNT, DEFAULT_ADMIN, crypto.hash_password(password)
+            session, DEFAULT_ACCOUNT, DEFAULT_ADMIN, crypto.hash_password(password), _now()
         )
     shown = "(from KEYPLANE_ADMIN_PASSWORD)" if settings.admin_password else password
     print(
@@ -80,13 +81,17 @@ def _create_account(engine: Engine, settings: Settings, name: str, admin: str) -
     try:
         with Session(engine, expire_on_commit=False) as session, session.begin():
             account, user = db.accounts.create_with_admin(
-                session, name, admin, crypto.hash_password(password)
+                session, name, admin, crypto.hash_password(password), _now()
             )
     except KeyplaneError as error:
         print(f"keyplane: {error.message}", file=sys.stderr)
         return 1
     print(json.dumps({"account_id": account.id, "user_id": user.id}))
     return 0
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 def _prompt_password() -> str:

@@ -67,6 +67,14 @@ class UnknownPermissions(InvalidInput):
         ]
 
 
+class TooManyRequests(KeyplaneError):
+    status = 429
+
+    def __init__(self, message: str, retry_after_seconds: int) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+
 class OAuthError(KeyplaneError):
     """RFC 6749 §5.2 errors of the token endpoint: ``{"error": code, ...}``."""
 

@@ -7,6 +7,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import db.session
 from keyplane import runtime
+from keyplane.errors import KeyplaneError
 
 
 class RequestScope:
@@ -14,7 +15,9 @@ class RequestScope:
 
     The outcome is decided when the response starts, *before* it is sent: a client
     that has seen 2xx can rely on the change being committed (the very next request,
-    on any worker, sees it). A status of 400 or more rolls back; so does an exception,
+    on any worker, sees it). A status of 400 or more rolls back (unless the handler
+    asked to keep a record of the refusal, ``db.session.keep_writes_on_refusal``);
+    so does an exception,
     which the error handlers above then turn into a 500. If the commit itself fails,
     nothing has been sent yet, so the client gets that 500 rather than a false 2xx.
     """
@@ -36,7 +39,7 @@ class RequestScope:
             nonlocal decided
             if message["type"] == "http.response.start" and not decided:
                 decided = True
-                if message["status"] < 400:
+                if message["status"] < 400 or db.session.keeps_writes_on_refusal(session):
                     await to_thread.run_sync(session.commit)
                 else:
                     await to_thread.run_sync(session.rollback)
@@ -44,10 +47,15 @@ class RequestScope:
 
         try:
             await self.app(scope, receive, send_after_deciding)
-        except BaseException:
+        except BaseException as error:
+            # Errors reach here before the handlers above turn them into responses.
             if not decided:
                 decided = True
-                await to_thread.run_sync(session.rollback)
+                keep = isinstance(error, KeyplaneError) and error.status < 500
+                if keep and db.session.keeps_writes_on_refusal(session):
+                    await to_thread.run_sync(session.commit)
+                else:
+                    await to_thread.run_sync(session.rollback)
             raise
         finally:
             await to_thread.run_sync(session.close)

@@ -30,7 +30,13 @@ from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from starlette.exceptions import HTTPException
 
 from keyplane import access
-from keyplane.errors import InvalidInput, KeyplaneError, OAuthError, Unauthorized
+from keyplane.errors import (
+    InvalidInput,
+    KeyplaneError,
+    OAuthError,
+    TooManyRequests,
+    Unauthorized,
+)
 from keyplane.validation import RequestInvalid, describe, detail, parameter_errors
 
 logger = logging.getLogger("keyplane.errors")
@@ -98,6 +104,10 @@ class Problems:
             return _json(error.status, body, {"Cache-Control": "no-store"})
         if isinstance(error, Unauthorized):
             return _unauthorized(request, error.message)
+        if isinstance(error, TooManyRequests):
+            response = _message(request, 429, error.message)
+            response.headers["Retry-After"] = str(error.retry_after_seconds)
+            return response
         return _message(request, error.status, error.message)
 
     def not_authenticated(self, request: ConnexionRequest, _: Exception) -> ConnexionResponse:

@@ -23,6 +23,10 @@ class Settings:
     environment: str = "development"
     token_ttl_seconds: int = 3600
     validate_responses: bool = False
+    # last_used_at is written at most once per key per this many seconds.
+    last_used_resolution_seconds: int = 5
+    login_max_failures: int = 10
+    login_window_seconds: int = 900
     admin_password: str | None = field(default=None, repr=False)
 
     @classmethod
@@ -34,6 +38,9 @@ class Settings:
             environment=env.get("KEYPLANE_ENV", "development"),
             token_ttl_seconds=_int(env, "KEYPLANE_TOKEN_TTL_SECONDS", 3600),
             validate_responses=env.get("KEYPLANE_VALIDATE_RESPONSES", "") in {"1", "true"},
+            last_used_resolution_seconds=_int(env, "KEYPLANE_LAST_USED_RESOLUTION_SECONDS", 5),
+            login_max_failures=_int(env, "KEYPLANE_LOGIN_MAX_FAILURES", 10),
+            login_window_seconds=_int(env, "KEYPLANE_LOGIN_WINDOW_SECONDS", 900),
             admin_password=env.get("KEYPLANE_ADMIN_PASSWORD") or None,
         )
         settings.check()
@@ -49,8 +56,11 @@ class Settings:
                 f"of at least {MIN_SECRET_BYTES} bytes "
                 '(e.g. python -c "import secrets; print(secrets.token_urlsafe(48))")'
             )
-        if self.token_ttl_seconds <= 0:
-            raise SettingsError("KEYPLANE_TOKEN_TTL_SECONDS must be positive")
+        for name in ("token_ttl_seconds", "login_max_failures", "login_window_seconds"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"KEYPLANE_{name.upper()} must be positive")
+        if self.last_used_resolution_seconds < 0:
+            raise SettingsError("KEYPLANE_LAST_USED_RESOLUTION_SECONDS must not be negative")
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:

@@ -12,12 +12,17 @@ from sqlalchemy.orm import Session, sessionmaker
 
 import db.accounts
 import db.api_keys
+import db.audit
 import db.users
 from db.models import Account, ApiKey, Role, User
 from keyplane import crypto
 
 PASSWORD = "correct-horse-battery-staple"
 _names = itertools.count(1)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 @functools.cache
@@ -44,12 +49,16 @@ class Factory:
         with self.sessions() as session, session.begin():
             user = db.users.create(session, username or f"user{next(_names)}", _password_hash())
             if account is not None:
-                db.accounts.add_member(session, account.id, user.id, role)
+                db.accounts.add_member(
+                    session, account.id, user.id, role, actor=db.audit.OPERATOR, now=_now()
+                )
             return user
 
     def join(self, user: User, account: Account, role: Role = Role.MEMBER) -> None:
         with self.sessions() as session, session.begin():
-            db.accounts.add_member(session, account.id, user.id, role)
+            db.accounts.add_member(
+                session, account.id, user.id, role, actor=db.audit.OPERATOR, now=_now()
+            )
 
     def token(self, user: User) -> str:
         return self.secrets.issue_user_token(user.id, timedelta(hours=1))
@@ -75,6 +84,7 @@ class Factory:
                 description=description,
                 expires_at=expires_at,
                 permissions=list(permissions),
+                actor=db.audit.Actor.user(user.id),
                 now=datetime.now(UTC),
             )
 

@@ -12,7 +12,7 @@ from tests.factories import PASSWORD
 from tests.test_spec import _operations
 
 
-def _request_for(operation_id: str, key_id: int) -> tuple[str, str, dict]:
+def _request_for(operation_id: str, key_id: int, full_key: str) -> tuple[str, str, dict]:
     """A valid request for each operation (kept beside the spec by the test below)."""
     return {
         "auth.token": (
@@ -36,6 +36,9 @@ def _request_for(operation_id: str, key_id: int) -> tuple[str, str, dict]:
         "console_keys.get": ("GET", f"/apikeys/{key_id}", {}),
         "console_keys.update": ("PATCH", f"/apikeys/{key_id}", {"json": CONSOLE_BODY}),
         "console_keys.revoke": ("DELETE", f"/apikeys/{key_id}", {}),
+        "api_keys.rotate": ("POST", f"/v1/api-keys/{key_id}/rotate", {"json": {}}),
+        "keys.verify": ("POST", "/v1/keys/verify", {"json": {"key": full_key}}),
+        "audit_events.list": ("GET", "/v1/audit-events", {}),
     }[operation_id]
 
 
@@ -48,8 +51,8 @@ def test_500_when_the_database_fails_mid_request(
 ):
     account = factory.account()
     admin = factory.user(account, Role.ADMIN)
-    key, _ = factory.api_key(admin, account)
-    method, path, kwargs = _request_for(operation_id, key.id)
+    key, full_key = factory.api_key(admin, account)
+    method, path, kwargs = _request_for(operation_id, key.id, full_key)
 
     def database_gone(*args, **kwargs):
         raise ConnectionError("the database went away")

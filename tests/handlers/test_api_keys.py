@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from db.models import Role
+from db.models import ApiKey, Role
 from keyplane import crypto
 
 SEED_002_FIELDS = {
@@ -514,3 +514,91 @@ class TestAccountSelection:
         response = client.get("/v1/api-keys", headers=factory.auth(loner))
         assert response.status_code == 403
         assert response.json() == {"detail": "You are not a member of any account"}
+
+
+class TestRotate:
+    def _rotate(self, client, factory, user, key_id, grace=None):
+        body = {} if grace is None else {"grace_period_seconds": grace}
+        return client.post(f"/v1/api-keys/{key_id}/rotate", json=body, headers=factory.auth(user))
+
+    def _verify(self, client, full_key):
+        return client.post("/v1/keys/verify", json={"key": full_key}).json()
+
+    def test_200_a_new_secret_for_the_same_record_old_one_kept_for_the_grace(
+        self, client, factory, sessions, acme, admin
+    ):
+        record, old_key = factory.api_key(
+            admin, acme, description="rotating", permissions=("readApplications",)
+        )
+        response = self._rotate(client, factory, admin, record.id, grace=3600)
+        assert response.status_code == 200
+        body = response.json()
+        new_key = body["full_key"]
+        assert new_key != old_key and new_key.startswith(body["key_prefix"])
+        assert (body["id"], body["description"], body["permissions"]) == (
+            record.id,
+            "rotating",
+            ["readApplications"],
+        )
+        assert self._verify(client, new_key)["code"] == "VALID"
+        assert self._verify(client, new_key)["rotation"] is None
+        during = self._verify(client, old_key)
+        assert during["code"] == "VALID"
+        assert during["rotation"]["replaced"] is True
+        grace_end = datetime.fromisoformat(during["rotation"]["expires_at"])
+        assert timedelta(minutes=59) < grace_end - datetime.now(UTC) <= timedelta(hours=1)
+        # The grace period ends: the old secret is gone, the new one stays.
+        with sessions() as session, session.begin():
+            stored = session.get(ApiKey, record.id)
+            stored.previous_key_expires_at = datetime.now(UTC) - timedelta(seconds=1)
+        assert self._verify(client, old_key)["code"] == "NOT_FOUND"
+        assert self._verify(client, new_key)["code"] == "VALID"
+
+    def test_200_grace_zero_cuts_the_old_secret_at_once(self, client, factory, acme, member):
+        record, old_key = factory.api_key(member, acme)
+        response = self._rotate(client, factory, member, record.id, grace=0)
+        assert response.status_code == 200
+        assert self._verify(client, old_key)["code"] == "NOT_FOUND"
+        assert self._verify(client, response.json()["full_key"])["code"] == "VALID"
+
+    def test_200_rotating_again_cuts_the_oldest_secret(self, client, factory, acme, admin):
+        record, first = factory.api_key(admin, acme)
+        second = self._rotate(client, factory, admin, record.id, grace=600).json()["full_key"]
+        third = self._rotate(client, factory, admin, record.id, grace=600).json()["full_key"]
+        assert self._verify(client, first)["code"] == "NOT_FOUND"
+        assert self._verify(client, second)["rotation"]["replaced"] is True
+        assert self._verify(client, third)["code"] == "VALID"
+
+    def test_401_without_a_credential(self, client, key):
+        response = client.post(f"/v1/api-keys/{key[0].id}/rotate", json={})
+        assert response.status_code == 401
+
+    def test_403_for_an_api_key_principal_even_on_itself(self, client, factory, key):
+        for headers in _key_principal_headers(key[1]):
+            response = client.post(f"/v1/api-keys/{key[0].id}/rotate", json={}, headers=headers)
+            assert response.status_code == 403
+        assert self._verify(client, key[1])["code"] == "VALID"
+
+    def test_404_for_a_member_rotating_someone_elses_key(self, client, factory, member, key):
+        assert self._rotate(client, factory, member, key[0].id).status_code == 404
+        assert self._verify(client, key[1])["code"] == "VALID"
+
+    def test_409_for_a_revoked_key(self, client, factory, admin, key):
+        client.delete(f"/v1/api-keys/{key[0].id}", headers=factory.auth(admin))
+        response = self._rotate(client, factory, admin, key[0].id)
+        assert response.status_code == 409
+        assert response.json() == {"detail": "A revoked key cannot be rotated"}
+
+    def test_415_for_a_form_body(self, client, factory, admin, key):
+        response = client.post(
+            f"/v1/api-keys/{key[0].id}/rotate",
+            data={"grace_period_seconds": "5"},
+            headers=factory.auth(admin),
+        )
+        assert response.status_code == 415
+
+    def test_422_for_a_grace_period_over_seven_days(self, client, factory, admin, key):
+        response = self._rotate(client, factory, admin, key[0].id, grace=604801)
+        assert response.status_code == 422
+        assert response.json()["detail"][0]["loc"] == ["body", "grace_period_seconds"]
+        assert self._verify(client, key[1])["code"] == "VALID"

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import update
 
-from db.models import Role, User
+from db.models import LoginFailure, Role, User
 from tests.factories import PASSWORD
 
 
@@ -90,3 +90,41 @@ class TestToken:
                 {"loc": ["body", "password"], "msg": "Field required", "type": "missing"},
             ]
         }
+
+    # The throttle: after 10 failures in 15 minutes (the defaults), a username gets 429s.
+
+    def _fail(self, client, username):
+        return _login(client, username, "wrong-password")
+
+    def test_429_with_retry_after_alike_for_known_and_unknown_usernames(self, client, alice):
+        answers = {}
+        for username in ("alice", "nobody-by-this-name"):
+            for _ in range(10):
+                assert self._fail(client, username).status_code == 400
+            answers[username] = _login(client, username, PASSWORD)
+        known, unknown = answers["alice"], answers["nobody-by-this-name"]
+        assert known.status_code == unknown.status_code == 429
+        assert (
+            known.json()
+            == unknown.json()
+            == {"detail": "Too many failed logins for this username; try again later"}
+        )
+        for response in (known, unknown):
+            assert 890 <= int(response.headers["Retry-After"]) <= 900
+
+    def test_other_usernames_are_unaffected(self, client, factory, alice):
+        bob = factory.user(factory.account(), Role.MEMBER, username="bob")
+        for _ in range(10):
+            self._fail(client, "alice")
+        assert _login(client, "alice", PASSWORD).status_code == 429
+        assert _login(client, bob.username, PASSWORD).status_code == 200
+
+    def test_a_login_after_the_window_works_again(self, client, sessions, alice):
+        for _ in range(10):
+            self._fail(client, "alice")
+        assert _login(client, "alice", PASSWORD).status_code == 429
+        with sessions() as session, session.begin():
+            session.execute(
+                update(LoginFailure).values(failed_at=datetime.now(UTC) - timedelta(minutes=16))
+            )
+        assert _login(client, "alice", PASSWORD).status_code == 200

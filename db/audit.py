@@ -1,0 +1,88 @@
+"""The audit trail: who (user or key) did what to which target, in which account."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from db.models import AuditEvent
+
+
+@dataclass(frozen=True)
+class Actor:
+    type: str  # "user", "api_key", "anonymous" or "operator"
+    id: int | None
+
+    @classmethod
+    def user(cls, user_id: int) -> Actor:
+        return cls("user", user_id)
+
+
+ANONYMOUS = Actor("anonymous", None)
+OPERATOR = Actor("operator", None)  # the keyplane CLI
+
+
+def record(
+    session: Session,
+    *,
+    account_id: int | None,
+    actor: Actor,
+    action: str,
+    target: tuple[str, str | int | None],
+    changes: dict[str, Any] | None = None,
+    now: datetime,
+) -> None:
+    target_type, target_id = target
+    session.add(
+        AuditEvent(
+            account_id=account_id,
+            actor_type=actor.type,
+            actor_id=actor.id,
+            action=action,
+            target_type=target_type,
+            target_id=None if target_id is None else str(target_id),
+            changes={field: _jsonable(value) for field, value in (changes or {}).items()},
+            created_at=now,
+        )
+    )
+    session.flush()
+
+
+def page(
+    session: Session,
+    account_id: int,
+    *,
+    action: str | None,
+    actor: Actor | None,
+    key_id: int | None,
+    before_id: int | None,
+    limit: int,
+) -> tuple[list[AuditEvent], bool]:
+    """Newest first, keyset-paginated on id."""
+    query = select(AuditEvent).where(AuditEvent.account_id == account_id)
+    if action is not None:
+        query = query.where(AuditEvent.action == action)
+    if actor is not None:
+        query = query.where(AuditEvent.actor_type == actor.type, AuditEvent.actor_id == actor.id)
+    if key_id is not None:
+        query = query.where(
+            AuditEvent.target_type == "api_key", AuditEvent.target_id == str(key_id)
+        )
+    if before_id is not None:
+        query = query.where(AuditEvent.id < before_id)
+    rows = list(session.scalars(query.order_by(AuditEvent.id.desc()).limit(limit + 1)))
+    return rows[:limit], len(rows) > limit
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value

@@ -1,0 +1,49 @@
+"""``/v1/audit-events``: the account's audit trail (account admins)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import db.audit
+import db.session
+from db.models import AuditEvent
+from keyplane import pagination
+from keyplane.security import current_actor
+from keyplane.timefmt import rfc3339
+
+
+def list(  # noqa: A001 - the operationId is audit_events.list
+    action: str | None = None,
+    actor: str | None = None,
+    key_id: int | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    admin = current_actor().require_admin(key_message="API keys cannot read the audit trail")
+    actor_type, _, actor_id = (actor or "").partition(":")
+    events, more = db.audit.page(
+        db.session.current(),
+        admin.account_id,
+        action=action,
+        actor=db.audit.Actor(actor_type, int(actor_id)) if actor else None,
+        key_id=key_id,
+        before_id=pagination.after(cursor),
+        limit=limit,
+    )
+    last_id = events[-1].id if events else None
+    return {
+        "items": [_shape(event) for event in events],
+        "next_cursor": pagination.next_cursor(last_id, more),
+    }
+
+
+def _shape(event: AuditEvent) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "time": rfc3339(event.created_at),
+        "account_id": event.account_id,
+        "actor": {"type": event.actor_type, "id": event.actor_id},
+        "action": event.action,
+        "target": {"type": event.target_type, "id": event.target_id},
+        "changes": event.changes,
+    }

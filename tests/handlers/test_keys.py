@@ -1,0 +1,159 @@
+"""``POST /v1/keys/verify``: every code, no stale answers, no needless SQL."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import event, update
+
+from db.models import ApiKey, Role
+
+
+@pytest.fixture
+def acme(factory):
+    return factory.account("acme")
+
+
+@pytest.fixture
+def admin(factory, acme):
+    return factory.user(acme, Role.ADMIN)
+
+
+@pytest.fixture
+def key(factory, admin, acme):
+    return factory.api_key(admin, acme, permissions=("readApplications",))
+
+
+@pytest.fixture
+def statements(connection):
+    """Every SQL statement the app sends during the test."""
+    seen: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        seen.append(statement)
+
+    event.listen(connection, "before_cursor_execute", record)
+    yield seen
+    event.remove(connection, "before_cursor_execute", record)
+
+
+def _verify(client, full_key, permissions=None):
+    body = {"key": full_key} | ({"permissions": permissions} if permissions is not None else {})
+    response = client.post("/v1/keys/verify", json=body)
+    assert response.status_code == 200
+    return response.json()
+
+
+NOTHING_TOLD = {
+    "key_id": None,
+    "account_id": None,
+    "user_id": None,
+    "permissions": [],
+    "expires_at": None,
+    "rotation": None,
+}
+
+
+class TestVerify:
+    def test_200_valid_tells_the_keys_metadata(self, client, acme, admin, key):
+        record, full_key = key
+        assert _verify(client, full_key, ["readApplications"]) == {
+            "valid": True,
+            "code": "VALID",
+            "key_id": record.id,
+            "account_id": acme.id,
+            "user_id": admin.id,
+            "permissions": ["readApplications"],
+            "expires_at": None,
+            "rotation": None,
+        }
+
+    def test_200_not_found_for_an_unknown_well_formed_key(self, client, factory, statements):
+        from keyplane.crypto import generate_api_key
+
+        assert (
+            _verify(client, generate_api_key())
+            == {
+                "valid": False,
+                "code": "NOT_FOUND",
+            }
+            | NOTHING_TOLD
+        )
+        assert any("api_keys" in s for s in statements)  # it did look
+
+    @pytest.mark.parametrize(
+        "malformed",
+        ["", "not-a-key", "kp_short", "kp_" + "A" * 36, "ghp_" + "a" * 36],
+    )
+    def test_200_not_found_for_a_malformed_key_without_any_sql(
+        self, client, key, statements, malformed
+    ):
+        typo = key[1][:-1] + ("A" if key[1][-1] != "A" else "B")
+        for candidate in (malformed, typo):
+            statements.clear()
+            assert _verify(client, candidate)["code"] == "NOT_FOUND"
+            assert statements == []
+
+    def test_200_revoked_on_the_very_next_verify(self, client, factory, admin, key):
+        record, full_key = key
+        assert _verify(client, full_key)["code"] == "VALID"
+        client.delete(f"/v1/api-keys/{record.id}", headers=factory.auth(admin))
+        assert _verify(client, full_key) == {"valid": False, "code": "REVOKED"} | NOTHING_TOLD
+
+    def test_200_expired_once_the_expiry_passes(self, client, factory, acme, admin):
+        _, full_key = factory.api_key(
+            admin, acme, expires_at=datetime.now(UTC) + timedelta(seconds=2)
+        )
+        assert _verify(client, full_key)["code"] == "VALID"
+        time.sleep(2.1)
+        assert _verify(client, full_key) == {"valid": False, "code": "EXPIRED"} | NOTHING_TOLD
+
+    def test_200_insufficient_permissions_on_the_next_verify(self, client, factory, admin, key):
+        record, full_key = key
+        required = ["readApplications"]
+        assert _verify(client, full_key, required)["code"] == "VALID"
+        assert (
+            _verify(client, full_key, ["writeApplications"])
+            == {
+                "valid": False,
+                "code": "INSUFFICIENT_PERMISSIONS",
+            }
+            | NOTHING_TOLD
+        )
+        client.patch(
+            f"/v1/api-keys/{record.id}", json={"permissions": []}, headers=factory.auth(admin)
+        )
+        assert _verify(client, full_key, required)["code"] == "INSUFFICIENT_PERMISSIONS"
+        assert _verify(client, full_key)["code"] == "VALID"  # no permission asked for
+
+    def test_200_last_used_at_is_coalesced(self, client, factory, sessions, admin, key, statements):
+        record, full_key = key
+        _verify(client, full_key)
+        first = factory.stored_key(record.id).last_used_at
+        assert first is not None
+        shown = client.get(f"/v1/api-keys/{record.id}", headers=factory.auth(admin)).json()
+        assert shown["last_used_at"] is not None
+        statements.clear()
+        _verify(client, full_key)  # within the 5 s resolution: no write
+        assert not [s for s in statements if s.lstrip().upper().startswith("UPDATE")]
+        assert factory.stored_key(record.id).last_used_at == first
+        with sessions() as session, session.begin():
+            session.execute(
+                update(ApiKey)
+                .where(ApiKey.id == record.id)
+                .values(last_used_at=first - timedelta(seconds=6))
+            )
+        _verify(client, full_key)  # the stored value is older than 5 s: written again
+        assert factory.stored_key(record.id).last_used_at > first
+
+    def test_415_for_a_form_body(self, client, key):
+        assert client.post("/v1/keys/verify", data={"key": key[1]}).status_code == 415
+
+    def test_422_without_a_key(self, client):
+        response = client.post("/v1/keys/verify", json={"permissions": []})
+        assert response.status_code == 422
+        assert response.json()["detail"] == [
+            {"loc": ["body", "key"], "msg": "Field required", "type": "missing"}
+        ]
