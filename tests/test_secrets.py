@@ -49,6 +49,15 @@ def test_the_whole_lifecycle_leaves_no_secret_in_the_database_or_logs(fresh_data
             json={"description": created["full_key"][:8]},
             headers=newbie,
         )
+        client.post("/v1/keys/verify", json={"key": created["full_key"]})
+        rotated = client.post(
+            f"/v1/api-keys/{created['id']}/rotate",
+            json={"grace_period_seconds": 60},
+            headers=newbie,
+        ).json()
+        secrets.append(rotated["full_key"])
+        for full_key in (created["full_key"], rotated["full_key"]):
+            client.post("/v1/keys/verify", json={"key": full_key, "permissions": ["x"]})
         client.delete(f"/v1/api-keys/{created['id']}", headers=newbie)
         # Failed logins and validation errors must not echo what was sent either.
         client.post(
