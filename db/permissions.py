@@ -92,10 +92,12 @@ def require_known(session: Session, account_id: int, permission_ids: list[str]) 
     """The ids, sorted and without repeats, if every one is in the catalog."""
     if not permission_ids:
         return []
+    # An id with a NUL cannot be in any catalog (and PostgreSQL could not even compare it).
+    candidates = {p for p in permission_ids if "\x00" not in p}
     known = set(
         session.scalars(
             select(Permission.id).where(
-                Permission.account_id == account_id, Permission.id.in_(set(permission_ids))
+                Permission.account_id == account_id, Permission.id.in_(candidates)
             )
         )
     )

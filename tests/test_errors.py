@@ -137,3 +137,43 @@ def test_a_path_connexion_does_not_route_never_reaches_a_handler(
     assert response.status_code == 404
     assert response.json() == body
     assert reached == []
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "status", "body"),
+    [
+        ("POST", "/v1/api-keys", {"json": {"description": "a\x00b"}}, 422, None),
+        (
+            "POST",
+            "/apikeys",
+            {"json": {"description": "a\x00b", "flatPermissionsList": []}},
+            400,
+            None,
+        ),
+        (
+            "POST",
+            "/apikeys",
+            {"json": {"description": "ok", "flatPermissionsList": ["read\x00"]}},
+            400,
+            {"error": "Invalid permissions provided"},
+        ),
+        (
+            "POST",
+            "/v1/auth/token",
+            {"data": {"grant_type": "password", "username": "a\x00", "password": "x"}},
+            422,
+            None,
+        ),
+    ],
+)
+def test_nul_characters_are_refused_before_postgresql_sees_them(
+    client, factory, method, path, kwargs, status, body
+):
+    """Found by Schemathesis on PostgreSQL: text columns cannot hold NUL (was a 500)."""
+    admin = factory.user(factory.account(), Role.ADMIN)
+    before = factory.count_keys()
+    response = client.request(method, path, headers=factory.auth(admin), **kwargs)
+    assert response.status_code == status
+    if body is not None:
+        assert response.json() == body
+    assert factory.count_keys() == before
