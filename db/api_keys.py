@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 import db.audit
 import db.permissions
 from db.models import ApiKey, ApiKeyPermission, KeyStatus
+from db.pages import Page, newest_first
 from keyplane import crypto
 from keyplane.errors import Conflict, NotFound
 
@@ -87,17 +88,13 @@ def page(
     *,
     now: datetime,
     status: KeyStatus | None,
-    before_id: int | None,
+    cursor: str | None,
     limit: int,
-) -> tuple[list[ApiKey], bool]:
-    """Newest first, keyset-paginated on id; returns the page and whether more follow."""
+) -> Page[ApiKey]:
     query = select(ApiKey).where(scope.clause())
     if status is not None:
         query = query.where(_status_clause(status, now))
-    if before_id is not None:
-        query = query.where(ApiKey.id < before_id)
-    rows = list(session.scalars(query.order_by(ApiKey.id.desc()).limit(limit + 1)))
-    return rows[:limit], len(rows) > limit
+    return newest_first(session, query, ApiKey.id, cursor=cursor, limit=limit)
 
 
 def update(

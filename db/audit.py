@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db.models import AuditEvent
+from db.pages import Page, newest_first
 
 
 @dataclass(frozen=True)
@@ -59,10 +60,9 @@ def page(
     action: str | None,
     actor: Actor | None,
     key_id: int | None,
-    before_id: int | None,
+    cursor: str | None,
     limit: int,
-) -> tuple[list[AuditEvent], bool]:
-    """Newest first, keyset-paginated on id."""
+) -> Page[AuditEvent]:
     query = select(AuditEvent).where(AuditEvent.account_id == account_id)
     if action is not None:
         query = query.where(AuditEvent.action == action)
@@ -72,10 +72,7 @@ def page(
         query = query.where(
             AuditEvent.target_type == "api_key", AuditEvent.target_id == str(key_id)
         )
-    if before_id is not None:
-        query = query.where(AuditEvent.id < before_id)
-    rows = list(session.scalars(query.order_by(AuditEvent.id.desc()).limit(limit + 1)))
-    return rows[:limit], len(rows) > limit
+    return newest_first(session, query, AuditEvent.id, cursor=cursor, limit=limit)
 
 
 def _jsonable(value: Any) -> Any:

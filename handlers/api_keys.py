@@ -8,7 +8,7 @@ from typing import Any
 import db.api_keys
 import db.session
 from db.models import ApiKey, KeyStatus
-from keyplane import pagination, runtime
+from keyplane import runtime
 from keyplane.access import Actor
 from keyplane.security import current_actor
 from keyplane.timefmt import parse_rfc3339, rfc3339
@@ -22,19 +22,15 @@ def _key_manager() -> Actor:
 def list(  # noqa: A001 - the operationId is api_keys.list
     status: str | None = None, limit: int = 20, cursor: str | None = None
 ) -> dict[str, Any]:
-    keys, more = db.api_keys.page(
+    page = db.api_keys.page(
         db.session.current(),
         _key_manager().key_scope(),
         now=runtime.current().now(),
         status=KeyStatus(status) if status else None,
-        before_id=pagination.after(cursor),
+        cursor=cursor,
         limit=limit,
     )
-    last_id = keys[-1].id if keys else None
-    return {
-        "items": [detail(key) for key in keys],
-        "next_cursor": pagination.next_cursor(last_id, more),
-    }
+    return {"items": [detail(key) for key in page.items], "next_cursor": page.next_cursor}
 
 
 def create(body: dict[str, Any]) -> tuple[dict[str, Any], int]:

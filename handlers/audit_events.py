@@ -7,7 +7,6 @@ from typing import Any
 import db.audit
 import db.session
 from db.models import AuditEvent
-from keyplane import pagination
 from keyplane.security import current_actor
 from keyplane.timefmt import rfc3339
 
@@ -21,20 +20,16 @@ def list(  # noqa: A001 - the operationId is audit_events.list
 ) -> dict[str, Any]:
     admin = current_actor().require_admin(key_message="API keys cannot read the audit trail")
     actor_type, _, actor_id = (actor or "").partition(":")
-    events, more = db.audit.page(
+    page = db.audit.page(
         db.session.current(),
         admin.account_id,
         action=action,
         actor=db.audit.Actor(actor_type, int(actor_id)) if actor else None,
         key_id=key_id,
-        before_id=pagination.after(cursor),
+        cursor=cursor,
         limit=limit,
     )
-    last_id = events[-1].id if events else None
-    return {
-        "items": [_shape(event) for event in events],
-        "next_cursor": pagination.next_cursor(last_id, more),
-    }
+    return {"items": [_shape(event) for event in page.items], "next_cursor": page.next_cursor}
 
 
 def _shape(event: AuditEvent) -> dict[str, Any]:

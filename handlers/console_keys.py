@@ -9,9 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 import db.api_keys
+import db.pages
 import db.session
 from db.models import ApiKey
-from keyplane import pagination, runtime
+from keyplane import runtime
 from keyplane.access import Actor
 from keyplane.errors import NotFound
 from keyplane.security import current_actor
@@ -27,19 +28,15 @@ def _console_admin() -> Actor:
 
 
 def list(limit: int = 50, cursor: str | None = None) -> dict[str, Any]:  # noqa: A001
-    keys, more = db.api_keys.page(
+    page = db.api_keys.page(
         db.session.current(),
         _console_admin().key_scope(),
         now=runtime.current().now(),
         status=None,
-        before_id=pagination.after(cursor),
+        cursor=cursor,
         limit=limit,
     )
-    last_id = keys[-1].id if keys else None
-    return {
-        "items": [_shape(key) for key in keys],
-        "nextCursor": pagination.next_cursor(last_id, more),
-    }
+    return {"items": [_shape(key) for key in page.items], "nextCursor": page.next_cursor}
 
 
 def create(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
@@ -86,7 +83,7 @@ def revoke(id: str) -> dict[str, bool]:  # noqa: A002
 
 def _find(actor: Actor, raw_id: str) -> ApiKey:
     """A non-numeric id is simply not found (seed 000), like another account's."""
-    if not raw_id.isascii() or not raw_id.isdigit() or int(raw_id) > pagination.MAX_ID:
+    if not raw_id.isascii() or not raw_id.isdigit() or int(raw_id) > db.pages.MAX_ID:
         raise NotFound(db.api_keys.NOT_FOUND_MESSAGE)
     return db.api_keys.find(db.session.current(), actor.key_scope(), int(raw_id))
 

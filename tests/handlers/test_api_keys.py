@@ -23,21 +23,6 @@ DETAIL_FIELDS = SEED_002_FIELDS | {"permissions", "last_used_at"}
 
 
 @pytest.fixture
-def acme(factory):
-    return factory.account("acme")
-
-
-@pytest.fixture
-def admin(factory, acme):
-    return factory.user(acme, Role.ADMIN)
-
-
-@pytest.fixture
-def member(factory, acme):
-    return factory.user(acme, Role.MEMBER)
-
-
-@pytest.fixture
 def key(factory, admin, acme):
     return factory.api_key(admin, acme, description="ci deploys")
 

@@ -20,21 +20,6 @@ NOT_FOUND = {"error": "API key not found"}
 
 
 @pytest.fixture
-def acme(factory):
-    return factory.account("acme")
-
-
-@pytest.fixture
-def admin(factory, acme):
-    return factory.user(acme, Role.ADMIN)
-
-
-@pytest.fixture
-def member(factory, acme):
-    return factory.user(acme, Role.MEMBER)
-
-
-@pytest.fixture
 def key(factory, admin, acme):
     return factory.api_key(admin, acme, description="ci", permissions=("readApplications",))
 

@@ -8,17 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import event, update
 
-from db.models import ApiKey, Role
-
-
-@pytest.fixture
-def acme(factory):
-    return factory.account("acme")
-
-
-@pytest.fixture
-def admin(factory, acme):
-    return factory.user(acme, Role.ADMIN)
+from db.models import ApiKey
 
 
 @pytest.fixture

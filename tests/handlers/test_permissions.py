@@ -2,26 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
-
 from db.models import Role
 
 DEFAULT_IDS = ["readApplications", "writeApplications"]
-
-
-@pytest.fixture
-def acme(factory):
-    return factory.account("acme")
-
-
-@pytest.fixture
-def admin(factory, acme):
-    return factory.user(acme, Role.ADMIN)
-
-
-@pytest.fixture
-def member(factory, acme):
-    return factory.user(acme, Role.MEMBER)
 
 
 class TestList:
