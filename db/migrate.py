@@ -6,7 +6,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 
 def _config() -> Config:
@@ -29,3 +29,8 @@ def current_revision(engine: Engine) -> str | None:
 
 def head_revision() -> str | None:
     return ScriptDirectory.from_config(_config()).get_current_head()
+
+
+def is_current(connection: Connection) -> bool:
+    """Whether the database is at the newest revision this code knows."""
+    return MigrationContext.configure(connection).get_current_revision() == head_revision()

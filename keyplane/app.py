@@ -19,11 +19,13 @@ from db.engine import make_engine
 from keyplane.crypto import Secrets
 from keyplane.middleware import RequestScope
 from keyplane.problems import Problems
+from keyplane.requestlog import RequestLog
 from keyplane.runtime import Runtime
 from keyplane.settings import Settings
 from keyplane.validation import VALIDATORS
 
 SPEC_PATH = Path(__file__).resolve().parent.parent / "openapi" / "swagger.yaml"
+HANDLERS = "handlers"  # operationId `api_keys.update` is handlers/api_keys.py:update
 
 
 def create_app(
@@ -52,16 +54,30 @@ def create_app(
     app.app.config["PROPAGATE_EXCEPTIONS"] = True
     app.add_api(
         SPEC_PATH.name,
-        resolver=RelativeResolver("handlers"),
+        resolver=RelativeResolver(HANDLERS),
         strict_validation=True,
         validate_responses=settings.validate_responses,
         validator_map=VALIDATORS,
         swagger_ui_options=SwaggerUIOptions(swagger_ui_path="/ui"),
     )
     app.app.before_request(_only_requests_connexion_routed)
+    spec = Specification.load(SPEC_PATH)
+    app.add_middleware(
+        RequestLog, position=MiddlewarePosition.BEFORE_EXCEPTION, routes=_routes(spec)
+    )
     app.add_middleware(RequestScope, position=MiddlewarePosition.BEFORE_SECURITY, runtime=runtime)
-    Problems(Specification.load(SPEC_PATH)).register(app)
+    Problems(spec).register(app)
     return app
+
+
+def _routes(spec: Specification) -> dict[str, str]:
+    """The route template of each operation, by the name Connexion resolves it to."""
+    return {
+        f"{HANDLERS}.{operation['operationId']}": f"{method.upper()} {path}"
+        for path, item in spec["paths"].items()
+        for method, operation in item.items()
+        if isinstance(operation, dict) and "operationId" in operation
+    }
 
 
 def _only_requests_connexion_routed() -> None:

@@ -20,6 +20,32 @@ from keyplane import crypto
 from keyplane.errors import KeyplaneError
 from keyplane.settings import Settings, SettingsError
 
+# Applied by uvicorn in every worker: request lines (JSON) on stdout, the rest on stderr.
+LOG_CONFIG = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "json_line": {"format": "%(message)s"},
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+    },
+    "handlers": {
+        "stdout": {
+            "class": "logging.StreamHandler",
+            "formatter": "json_line",
+            "stream": "ext://sys.stdout",
+        },
+        "stderr": {
+            "class": "logging.StreamHandler",
+            "formatter": "text",
+            "stream": "ext://sys.stderr",
+        },
+    },
+    "loggers": {
+        "keyplane.requests": {"handlers": ["stdout"], "level": "INFO", "propagate": False},
+        "keyplane": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+        "uvicorn": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+    },
+}
 DEFAULT_ACCOUNT = "default"
 DEFAULT_ADMIN = "admin"
 
@@ -55,7 +81,15 @@ def _serve(engine: Engine, settings: Settings, host: str, port: int, workers: in
 
     _bootstrap(engine, settings)
     engine.dispose()  # the workers build their own engines
-    uvicorn.run("keyplane.app:create_app", factory=True, host=host, port=port, workers=workers)
+    uvicorn.run(
+        "keyplane.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=False,  # keyplane.requests writes one JSON line per request instead
+        log_config=LOG_CONFIG,
+    )
     return 0
 
 

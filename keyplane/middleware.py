@@ -6,7 +6,7 @@ from anyio import to_thread
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import db.session
-from keyplane import runtime
+from keyplane import requestlog, runtime
 from keyplane.errors import KeyplaneError
 
 
@@ -30,6 +30,8 @@ class RequestScope:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        routing = scope.get("extensions", {}).get("connexion_routing", {})
+        requestlog.note(operation_id=routing.get("operation_id"))
         session = self.runtime.sessions()
         runtime_token = runtime.bind(self.runtime)
         session_token = db.session.bind(session)

@@ -16,7 +16,7 @@ from connexion.context import context
 from starlette.requests import Request
 
 import db.session
-from keyplane import access, runtime
+from keyplane import access, requestlog, runtime
 
 
 async def bearer_info(token: str, request: Request) -> dict[str, Any]:
@@ -39,6 +39,7 @@ async def _authenticate(http_request: Request) -> dict[str, Any]:
             now=current.now(),
         )
     )
+    requestlog.note(principal=principal.kind)
     return {"sub": str(principal.user_id), "principal": principal}
 
 
@@ -49,6 +50,8 @@ def current_principal() -> access.Principal:
 
 def current_actor() -> access.Actor:
     """The caller in the account the request acts in (for handlers)."""
-    return access.resolve_actor(
+    actor = access.resolve_actor(
         db.session.current(), current_principal(), connexion.request.headers.get("x-account-id")
     )
+    requestlog.note(account_id=actor.account_id)
+    return actor

@@ -1,0 +1,76 @@
+"""One structured JSON line per request, and ``X-Request-ID`` on every response.
+
+The line holds the route template (never the raw path, which may carry ids), the
+status, the duration, the account and the kind of principal. It never holds a header
+value, a body or a query string, so no secret can reach it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Mapping
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+logger = logging.getLogger("keyplane.requests")
+_ACCEPTABLE_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+_current: ContextVar[dict[str, Any]] = ContextVar("keyplane_request_log")
+
+
+def note(**fields: Any) -> None:
+    """Add fields (``account_id``, ``principal``) to the running request's log line."""
+    line = _current.get(None)
+    if line is not None:
+        line.update(fields)
+
+
+class RequestLog:
+    def __init__(self, app: ASGIApp, *, routes: Mapping[str, str]) -> None:
+        self.app = app
+        self.routes = routes  # operationId -> "METHOD /path/{template}"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = Headers(scope=scope).get("x-request-id", "")
+        request_id = given if _ACCEPTABLE_ID.match(given) else uuid.uuid4().hex
+        line: dict[str, Any] = {"account_id": None, "principal": None, "operation_id": None}
+        token = _current.set(line)
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableHeaders(scope=message)["X-Request-ID"] = request_id
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            _current.reset(token)
+            route = self.routes.get(line["operation_id"] or "")
+            logger.info(
+                json.dumps(
+                    {
+                        "time": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+                        "request_id": request_id,
+                        "method": scope["method"],
+                        "route": route.split(" ", 1)[1] if route else None,
+                        "status": status,
+                        "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                        "account_id": line["account_id"],
+                        "principal": line["principal"],
+                    }
+                )
+            )
