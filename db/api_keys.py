@@ -82,6 +82,14 @@ def find(session: Session, scope: Scope, key_id: int) -> ApiKey:
     return key
 
 
+def by_id(session: Session, key_id: int) -> ApiKey:
+    """Any account's key: for the operator's CLI only."""
+    key = session.get(ApiKey, key_id)
+    if key is None:
+        raise NotFound(NOT_FOUND_MESSAGE)
+    return key
+
+
 def page(
     session: Session,
     scope: Scope,

@@ -1,4 +1,4 @@
-"""The operator's command line: ``keyplane serve`` and ``keyplane create-account``."""
+"""The operator's command line: serve, create accounts, and incident tools (keys, db)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,15 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 import db.accounts
+import db.api_keys
+import db.audit
 import db.migrate
 from db.engine import make_engine
+from db.models import ApiKey
 from keyplane import crypto
 from keyplane.errors import KeyplaneError
 from keyplane.settings import Settings, SettingsError
+from keyplane.timefmt import rfc3339
 
 # Applied by uvicorn in every worker: request lines (JSON) on stdout, the rest on stderr.
 LOG_CONFIG = {
@@ -63,6 +67,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     create.add_argument("name")
     create.add_argument("--admin", required=True, metavar="USERNAME")
 
+    keys = commands.add_parser("keys", help="API keys, for incidents").add_subparsers(
+        dest="keys_command", required=True
+    )
+    keys_list = keys.add_parser("list", help="an account's keys as JSON lines, newest first")
+    keys_list.add_argument("--account", type=int, required=True, metavar="ID")
+    keys_revoke = keys.add_parser("revoke", help="revoke a key of any account")
+    keys_revoke.add_argument("key_id", type=int, metavar="ID")
+
+    database = commands.add_parser("db", help="the database schema").add_subparsers(
+        dest="db_command", required=True
+    )
+    database.add_parser("upgrade", help="apply pending migrations")
+    database.add_parser("current", help="the schema revision; exit 1 if behind")
+
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
@@ -70,10 +88,72 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"keyplane: {error}", file=sys.stderr)
         return 2
     engine = make_engine(settings.database_url)
+    try:
+        return _run(args, engine, settings)
+    except KeyplaneError as error:
+        print(f"keyplane: {error.message}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+
+
+def _run(args: argparse.Namespace, engine: Engine, settings: Settings) -> int:
+    if args.command == "db":
+        if args.db_command == "upgrade":
+            db.migrate.upgrade(engine)
+        current, head = db.migrate.current_revision(engine), db.migrate.head_revision()
+        print(json.dumps({"current": current, "head": head}))
+        return 0 if current == head else 1
+    if args.command == "keys":
+        # Incident tools work on the schema as it is; they never migrate it.
+        if args.keys_command == "list":
+            return _list_keys(engine, args.account)
+        return _revoke_key(engine, args.key_id)
     db.migrate.upgrade(engine)
     if args.command == "serve":
         return _serve(engine, settings, args.host, args.port, args.workers)
     return _create_account(engine, settings, args.name, args.admin)
+
+
+def _list_keys(engine: Engine, account_id: int) -> int:
+    with Session(engine) as session:
+        cursor: str | None = None
+        while True:
+            page = db.api_keys.page(
+                session,
+                db.api_keys.Scope(account_id),
+                now=_now(),
+                status=None,
+                cursor=cursor,
+                limit=100,
+            )
+            for key in page.items:
+                print(json.dumps(_key_line(key)))
+            if page.next_cursor is None:
+                return 0
+            cursor = page.next_cursor
+
+
+def _revoke_key(engine: Engine, key_id: int) -> int:
+    with Session(engine, expire_on_commit=False) as session, session.begin():
+        key = db.api_keys.by_id(session, key_id)
+        db.api_keys.revoke(session, key, db.audit.OPERATOR, _now())
+    print(json.dumps(_key_line(key)))
+    return 0
+
+
+def _key_line(key: ApiKey) -> dict[str, object]:
+    return {
+        "id": key.id,
+        "account_id": key.account_id,
+        "user_id": key.user_id,
+        "key_prefix": key.key_prefix,
+        "description": key.description,
+        "status": key.status_at(_now()).value,
+        "created_at": rfc3339(key.created_at),
+        "expires_at": rfc3339(key.expires_at),
+        "last_used_at": rfc3339(key.last_used_at),
+    }
 
 
 def _serve(engine: Engine, settings: Settings, host: str, port: int, workers: int) -> int:
@@ -112,14 +192,10 @@ def _bootstrap(engine: Engine, settings: Settings) -> None:
 
 def _create_account(engine: Engine, settings: Settings, name: str, admin: str) -> int:
     password = settings.admin_password or _prompt_password()
-    try:
-        with Session(engine, expire_on_commit=False) as session, session.begin():
-            account, user = db.accounts.create_with_admin(
-                session, name, admin, crypto.hash_password(password), _now()
-            )
-    except KeyplaneError as error:
-        print(f"keyplane: {error.message}", file=sys.stderr)
-        return 1
+    with Session(engine, expire_on_commit=False) as session, session.begin():
+        account, user = db.accounts.create_with_admin(
+            session, name, admin, crypto.hash_password(password), _now()
+        )
     print(json.dumps({"account_id": account.id, "user_id": user.id}))
     return 0
 

@@ -8,7 +8,13 @@ import subprocess
 import time
 
 import httpx
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
+from db.engine import make_engine
+from db.models import Account, AuditEvent, User
+from keyplane.crypto import Secrets
+from tests.factories import Factory
 from tests.servers import KEYPLANE, keyplane_env, serving, wait_until_up
 
 
@@ -75,3 +81,56 @@ def _read_bootstrap_password(server: subprocess.Popen[str]) -> str:
         if match:
             return match.group(1)
     raise AssertionError("keyplane serve printed no admin password")
+
+
+def _keyplane(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*KEYPLANE, *args],
+        env=keyplane_env(database_url, KEYPLANE_ADMIN_PASSWORD="alice-password-1"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_db_current_and_upgrade(fresh_database_url):
+    behind = _keyplane(fresh_database_url, "db", "current")
+    assert behind.returncode == 1
+    assert json.loads(behind.stdout)["current"] is None
+    upgraded = _keyplane(fresh_database_url, "db", "upgrade")
+    assert upgraded.returncode == 0
+    status = json.loads(upgraded.stdout)
+    assert status["current"] == status["head"] is not None
+    assert _keyplane(fresh_database_url, "db", "current").returncode == 0
+
+
+def test_keys_list_and_revoke_for_incidents(fresh_database_url):
+    _keyplane(fresh_database_url, "create-account", "acme", "--admin", "alice")
+    engine = make_engine(fresh_database_url)
+    factory = Factory.from_engine(engine, Secrets.derive("any-secret-for-this-test-000000000"))
+    with Session(engine) as session:
+        account, user = session.get(Account, 1), session.get(User, 1)
+    first, _ = factory.api_key(user, account, description="one")
+    second, _ = factory.api_key(user, account, description="two")
+
+    listed = _keyplane(fresh_database_url, "keys", "list", "--account", "1")
+    assert listed.returncode == 0
+    lines = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert [(k["id"], k["description"], k["status"]) for k in lines] == [
+        (second.id, "two", "active"),
+        (first.id, "one", "active"),
+    ]
+
+    revoked = _keyplane(fresh_database_url, "keys", "revoke", str(first.id))
+    assert revoked.returncode == 0
+    assert json.loads(revoked.stdout)["status"] == "revoked"
+    assert factory.stored_key(first.id).revoked_at is not None
+    with Session(engine) as session:
+        event = session.scalars(select(AuditEvent).where(AuditEvent.action == "key.revoked")).one()
+        assert (event.actor_type, event.target_id) == ("operator", str(first.id))
+
+    missing = _keyplane(fresh_database_url, "keys", "revoke", "999")
+    assert missing.returncode == 1
+    assert "API key not found" in missing.stderr
+    engine.dispose()
