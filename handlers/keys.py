@@ -8,7 +8,7 @@ from typing import Any
 import db.api_keys
 import db.session
 from db.api_keys import Code
-from keyplane import runtime
+from keyplane import metrics, runtime
 from keyplane.timefmt import rfc3339
 
 
@@ -22,6 +22,7 @@ def verify(body: dict[str, Any]) -> dict[str, Any]:
         now=current.now(),
         last_used_resolution=timedelta(seconds=current.settings.last_used_resolution_seconds),
     )
+    metrics.VERIFICATIONS.labels(verdict.code.value).inc()
     answer: dict[str, Any] = {
         "valid": verdict.code is Code.VALID,
         "code": verdict.code.value,

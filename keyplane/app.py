@@ -13,6 +13,7 @@ from connexion.middleware import MiddlewarePosition
 from connexion.options import SwaggerUIOptions
 from connexion.resolver import RelativeResolver
 from connexion.spec import Specification
+from sqlalchemy import Engine, QueuePool
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.engine import make_engine
@@ -63,20 +64,28 @@ def create_app(
     app.app.before_request(_only_requests_connexion_routed)
     spec = Specification.load(SPEC_PATH)
     app.add_middleware(
-        RequestLog, position=MiddlewarePosition.BEFORE_EXCEPTION, routes=_routes(spec)
+        RequestLog,
+        position=MiddlewarePosition.BEFORE_EXCEPTION,
+        routes=_routes(spec),
+        pool_in_use=_pool_in_use(engine) if engine is not None else None,
     )
     app.add_middleware(RequestScope, position=MiddlewarePosition.BEFORE_SECURITY, runtime=runtime)
     Problems(spec).register(app)
     return app
 
 
+def _pool_in_use(engine: Engine) -> Callable[[], int]:
+    pool = engine.pool
+    return pool.checkedout if isinstance(pool, QueuePool) else lambda: 0
+
+
 def _routes(spec: Specification) -> dict[str, str]:
-    """The route template of each operation, by the name Connexion resolves it to."""
+    """``operationId METHOD /template`` by the name Connexion resolves the operation to."""
     return {
-        f"{HANDLERS}.{operation['operationId']}": f"{method.upper()} {path}"
+        f"{HANDLERS}.{op['operationId']}": f"{op['operationId']} {method.upper()} {path}"
         for path, item in spec["paths"].items()
-        for method, operation in item.items()
-        if isinstance(operation, dict) and "operationId" in operation
+        for method, op in item.items()
+        if isinstance(op, dict) and "operationId" in op
     }
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import os
 import secrets
 import sys
+import tempfile
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -161,6 +163,15 @@ def _serve(engine: Engine, settings: Settings, host: str, port: int, workers: in
 
     _bootstrap(engine, settings)
     engine.dispose()  # the workers build their own engines
+    # Every worker writes its samples here, so any scrape sees them all. Set before
+    # prometheus_client is imported anywhere (the workers inherit it).
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="keyplane-metrics-"))
+    if settings.metrics.isdigit():
+        from prometheus_client import start_http_server
+
+        from keyplane import metrics
+
+        start_http_server(int(settings.metrics), addr=host, registry=metrics.registry())
     uvicorn.run(
         "keyplane.app:create_app",
         factory=True,

@@ -1,4 +1,4 @@
-"""One structured JSON line per request, and ``X-Request-ID`` on every response.
+"""One structured JSON line and metrics per request, ``X-Request-ID`` on every response.
 
 The line holds the route template (never the raw path, which may carry ids), the
 status, the duration, the account and the kind of principal. It never holds a header
@@ -12,13 +12,15 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from keyplane import metrics
 
 logger = logging.getLogger("keyplane.requests")
 _ACCEPTABLE_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
@@ -33,9 +35,16 @@ def note(**fields: Any) -> None:
 
 
 class RequestLog:
-    def __init__(self, app: ASGIApp, *, routes: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        routes: Mapping[str, str],
+        pool_in_use: Callable[[], int] | None = None,
+    ) -> None:
         self.app = app
-        self.routes = routes  # operationId -> "METHOD /path/{template}"
+        self.routes = routes  # resolved operation -> "operationId METHOD /path/{template}"
+        self.pool_in_use = pool_in_use
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -59,7 +68,12 @@ class RequestLog:
             await self.app(scope, receive, send_with_id)
         finally:
             _current.reset(token)
-            route = self.routes.get(line["operation_id"] or "")
+            duration = time.perf_counter() - started
+            operation, _, route = self.routes.get(line["operation_id"] or "", "").partition(" ")
+            metrics.REQUESTS.labels(operation or "unmatched", str(status)).inc()
+            metrics.LATENCY.labels(operation or "unmatched").observe(duration)
+            if self.pool_in_use is not None:
+                metrics.POOL_IN_USE.set(self.pool_in_use())
             logger.info(
                 json.dumps(
                     {
@@ -68,7 +82,7 @@ class RequestLog:
                         "method": scope["method"],
                         "route": route.split(" ", 1)[1] if route else None,
                         "status": status,
-                        "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                        "duration_ms": round(duration * 1000, 3),
                         "account_id": line["account_id"],
                         "principal": line["principal"],
                     }

@@ -27,6 +27,8 @@ class Settings:
     last_used_resolution_seconds: int = 5
     login_max_failures: int = 10
     login_window_seconds: int = 900
+    # "on": GET /metrics on the API's port; "off"; or a port number of its own.
+    metrics: str = "on"
     admin_password: str | None = field(default=None, repr=False)
 
     @classmethod
@@ -41,6 +43,7 @@ class Settings:
             last_used_resolution_seconds=_int(env, "KEYPLANE_LAST_USED_RESOLUTION_SECONDS", 5),
             login_max_failures=_int(env, "KEYPLANE_LOGIN_MAX_FAILURES", 10),
             login_window_seconds=_int(env, "KEYPLANE_LOGIN_WINDOW_SECONDS", 900),
+            metrics=env.get("KEYPLANE_METRICS", "on"),
             admin_password=env.get("KEYPLANE_ADMIN_PASSWORD") or None,
         )
         settings.check()
@@ -59,6 +62,10 @@ class Settings:
         for name in ("token_ttl_seconds", "login_max_failures", "login_window_seconds"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"KEYPLANE_{name.upper()} must be positive")
+        if self.metrics not in {"on", "off"} and not (
+            self.metrics.isdigit() and 0 < int(self.metrics) < 65536
+        ):
+            raise SettingsError("KEYPLANE_METRICS must be on, off or a port number")
         if self.last_used_resolution_seconds < 0:
             raise SettingsError("KEYPLANE_LAST_USED_RESOLUTION_SECONDS must not be negative")
 

@@ -21,11 +21,11 @@ def keyplane_env(database_url: str, **extra: str) -> dict[str, str]:
 
 
 @contextmanager
-def serving(env: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+def serving(env: dict[str, str], workers: int = 1) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     """A server on a free port; yields its base URL and process, stops it afterwards."""
     port = free_port()
     server = subprocess.Popen(
-        [*KEYPLANE, "serve", "--port", str(port)],
+        [*KEYPLANE, "serve", "--port", str(port), "--workers", str(workers)],
         env=env,
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
