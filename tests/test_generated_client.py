@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from types import ModuleType
 
@@ -71,15 +72,18 @@ def test_the_generated_client_drives_the_lifecycle_on_both_surfaces(
         [*KEYPLANE, "create-account", "acme", "--admin", "alice"],
         env=env, capture_output=True, timeout=60, check=True,
     )  # fmt: skip
-    with serving(env) as (base, _):
+    with serving(env) as (base, _), ExitStack() as clients:
         wait_until_up(base)
-        anonymous = client_mod.Client(base_url=base)
+        # Entered, so that their connections are closed when the test ends.
+        anonymous = clients.enter_context(client_mod.Client(base_url=base))
         token = token_api.sync(
             client=anonymous,
             body=models.TokenRequest(grant_type="password", username="alice", password=PASSWORD),
         )
         assert isinstance(token, models.Token)
-        api = client_mod.AuthenticatedClient(base_url=base, token=token.access_token)
+        api = clients.enter_context(
+            client_mod.AuthenticatedClient(base_url=base, token=token.access_token)
+        )
 
         def verify(full_key: str) -> str:
             verdict = verify_api.sync(client=anonymous, body=models.VerifyRequest(key=full_key))
