@@ -26,9 +26,6 @@ def record_failure(session: Session, username: str, now: datetime) -> None:
     session.flush()
 
 
-def forget(session: Session, username: str, *, before: datetime | None = None) -> None:
-    """A successful login clears the username's record (and old rows go with any login)."""
-    statement = delete(LoginFailure).where(LoginFailure.username == username)
-    if before is not None:
-        statement = statement.where(LoginFailure.failed_at <= before)
-    session.execute(statement)
+def forget(session: Session, username: str) -> None:
+    """A successful login clears the username's record of failures."""
+    session.execute(delete(LoginFailure).where(LoginFailure.username == username))
