@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import math
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-import db.accounts
-import db.audit
 import db.logins
 import db.session
 import db.users
@@ -21,44 +18,27 @@ def token(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
     if body["grant_type"] != "password":
         raise OAuthError("unsupported_grant_type", "Only the password grant is supported")
     session, current = db.session.current(), runtime.current()
-    settings, now = current.settings, current.now()
-    username = body["username"]
-    window = timedelta(seconds=settings.login_window_seconds)
-    # The same for known and unknown usernames, and checked before any password work.
-    failures = db.logins.failures_since(session, username, now - window)
-    if len(failures) >= settings.login_max_failures:
-        wait = failures[-settings.login_max_failures] + window - now
+    settings, now, username = current.settings, current.now(), body["username"]
+    # Checked before any password work.
+    wait = db.logins.retry_after(
+        session,
+        username,
+        now=now,
+        max_failures=settings.login_max_failures,
+        window=timedelta(seconds=settings.login_window_seconds),
+    )
+    if wait is not None:
         raise TooManyRequests(
-            "Too many failed logins for this username; try again later",
-            retry_after_seconds=max(1, math.ceil(wait.total_seconds())),
+            "Too many failed logins for this username; try again later", retry_after_seconds=wait
         )
     user = db.users.by_username(session, username)
     # verify_password does the same work for an unknown user as for a known one.
     valid = crypto.verify_password(user.password_hash if user else None, body["password"])
     if user is None or not valid or not user.is_active:
-        db.logins.record_failure(session, username, now)
-        _audit_login(user.id if user else None, "login.failed", username, now)
+        db.logins.failed(session, username, user.id if user else None, now)
         db.session.keep_writes_on_refusal()
         raise OAuthError("invalid_grant", "Incorrect username or password")
-    db.logins.forget(session, username)
-    _audit_login(user.id, "login.succeeded", username, now)
+    db.logins.succeeded(session, username, user.id, now)
     ttl = settings.token_ttl_seconds
     access_token = current.secrets.issue_user_token(user.id, timedelta(seconds=ttl), now)
     return {"access_token": access_token, "token_type": "bearer", "expires_in": ttl}, 200, NO_STORE
-
-
-def _audit_login(user_id: int | None, action: str, username: str, now: datetime) -> None:
-    """In each of the user's accounts (their admins see it); an unknown name in none."""
-    session = db.session.current()
-    accounts = db.accounts.memberships_of(session, user_id) if user_id is not None else []
-    actor = db.audit.Actor.user(user_id) if user_id is not None else db.audit.ANONYMOUS
-    account_ids: list[int | None] = [account.id for account, _ in accounts]
-    for account_id in account_ids or [None]:
-        db.audit.record(
-            session,
-            account_id=account_id,
-            actor=actor,
-            action=action,
-            target=("user", user_id if user_id is not None else username),
-            now=now,
-        )
