@@ -3,26 +3,36 @@
 Tenant scoping lives here once: every lookup takes the account (and, for members,
 the owner), so another account's key is indistinguishable from a missing one. Every
 change is written to the audit trail here too, so no surface can forget it.
+
+How concurrent changes to one key serialize: ``_locked`` reads the key ``FOR UPDATE``
+(PostgreSQL holds the row lock until the transaction ends; on SQLite the writer's
+``BEGIN IMMEDIATE`` already serializes every write) and every change is computed
+from that locked, freshly read row. Two PATCHes, rotations or revocations of one key
+therefore run one after the other, each on the result of the one before, and the
+final record is exactly one request's result.
 """
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy import ColumnElement, and_, or_, select, true
 from sqlalchemy.orm import Session
 
 import db.audit
 import db.permissions
+from db import crypto
+from db.errors import Conflict, NotFound
 from db.models import ApiKey, ApiKeyPermission, KeyStatus
 from db.pages import Page, newest_first
-from keyplane import crypto
-from keyplane.errors import Conflict, NotFound
 
 NOT_FOUND_MESSAGE = "API key not found"
+_CANNOT_ROTATE = {
+    KeyStatus.REVOKED: "A revoked key cannot be rotated",
+    KeyStatus.EXPIRED: "An expired key cannot be rotated",
+}
 # Fields a PATCH may change; the keys of ``changes`` in ``update``.
 EDITABLE_FIELDS = frozenset({"description", "expires_at", "permissions"})
 
@@ -31,11 +41,18 @@ EDITABLE_FIELDS = frozenset({"description", "expires_at", "permissions"})
 class Scope:
     """Which keys a caller may see: one account, and within it one owner or all."""
 
-    account_id: int
+    account_id: int | None
     owner_id: int | None = None
 
+    @classmethod
+    def everything(cls) -> Scope:
+        """Every key of every account: for the operator's CLI only."""
+        return cls(account_id=None)
+
     def clause(self) -> ColumnElement[bool]:
-        condition = ApiKey.account_id == self.account_id
+        condition: ColumnElement[bool] = true()
+        if self.account_id is not None:
+            condition = and_(condition, ApiKey.account_id == self.account_id)
         if self.owner_id is not None:
             condition = and_(condition, ApiKey.user_id == self.owner_id)
         return condition
@@ -82,9 +99,14 @@ def find(session: Session, scope: Scope, key_id: int) -> ApiKey:
     return key
 
 
-def by_id(session: Session, key_id: int) -> ApiKey:
-    """Any account's key: for the operator's CLI only."""
-    key = session.get(ApiKey, key_id)
+def _locked(session: Session, scope: Scope, key_id: int) -> ApiKey:
+    """The key, read afresh and locked until the transaction ends (see the module's note)."""
+    key = session.scalar(
+        select(ApiKey)
+        .where(ApiKey.id == key_id, scope.clause())
+        .with_for_update(of=ApiKey)
+        .execution_options(populate_existing=True)
+    )
     if key is None:
         raise NotFound(NOT_FOUND_MESSAGE)
     return key
@@ -106,11 +128,17 @@ def page(
 
 
 def update(
-    session: Session, key: ApiKey, changes: dict[str, Any], actor: db.audit.Actor, now: datetime
+    session: Session,
+    scope: Scope,
+    key_id: int,
+    changes: dict[str, Any],
+    actor: db.audit.Actor,
+    now: datetime,
 ) -> ApiKey:
     unknown = set(changes) - EDITABLE_FIELDS
     if unknown:
         raise ValueError(f"not editable: {sorted(unknown)}")
+    key = _locked(session, scope, key_id)
     before = _snapshot(key)
     for field, value in changes.items():
         if field == "permissions":
@@ -125,8 +153,11 @@ def update(
     return key
 
 
-def revoke(session: Session, key: ApiKey, actor: db.audit.Actor, now: datetime) -> ApiKey:
-    """Irreversible; revoking a revoked key changes nothing (idempotent, like Stripe)."""
+def revoke(
+    session: Session, scope: Scope, key_id: int, actor: db.audit.Actor, now: datetime
+) -> ApiKey:
+    """Irreversible; revoking a revoked key changes nothing and is not audited again."""
+    key = _locked(session, scope, key_id)
     if key.revoked_at is None:
         key.revoked_at = now
         key.updated_at = now
@@ -139,19 +170,23 @@ def revoke(session: Session, key: ApiKey, actor: db.audit.Actor, now: datetime) 
 def rotate(
     session: Session,
     secrets: crypto.Secrets,
-    key: ApiKey,
+    scope: Scope,
+    key_id: int,
     *,
     grace: timedelta,
     actor: db.audit.Actor,
     now: datetime,
-) -> str:
+) -> tuple[ApiKey, str]:
     """A new secret for the same record; the old one verifies until ``now + grace``.
 
     A second rotation cuts the secret before the old one at once: at most two secrets
-    verify at any time.
+    verify at any time. A revoked or expired key is refused (409): it cannot verify
+    again, so a new secret for it would be a key that never works.
     """
-    if key.revoked_at is not None:
-        raise Conflict("A revoked key cannot be rotated")
+    key = _locked(session, scope, key_id)
+    status = key.status_at(now)
+    if status is not KeyStatus.ACTIVE:
+        raise Conflict(_CANNOT_ROTATE[status])
     full_key = crypto.generate_api_key()
     if grace > timedelta(0):
         key.previous_key_digest, key.previous_key_expires_at = key.key_digest, now + grace
@@ -166,76 +201,7 @@ def rotate(
         "previous_secret_valid_until": key.previous_key_expires_at,
     }
     _audit(session, key, actor, "key.rotated", now, changes)
-    return full_key
-
-
-@dataclass(frozen=True)
-class Match:
-    """The key a secret belongs to, and whether it is the secret a rotation replaced."""
-
-    key: ApiKey
-    replaced_secret: bool
-
-
-def by_secret(session: Session, digest: str, now: datetime) -> Match | None:
-    key = session.scalar(
-        select(ApiKey).where(or_(ApiKey.key_digest == digest, ApiKey.previous_key_digest == digest))
-    )
-    if key is None:
-        return None
-    if key.key_digest == digest:
-        return Match(key, replaced_secret=False)
-    grace_ends = key.previous_key_expires_at
-    return Match(key, replaced_secret=True) if grace_ends and grace_ends > now else None
-
-
-class Code(enum.StrEnum):
-    VALID = "VALID"
-    NOT_FOUND = "NOT_FOUND"
-    EXPIRED = "EXPIRED"
-    REVOKED = "REVOKED"
-    INSUFFICIENT_PERMISSIONS = "INSUFFICIENT_PERMISSIONS"
-
-
-@dataclass(frozen=True)
-class Verdict:
-    code: Code
-    match: Match | None = None
-
-
-def verify(
-    session: Session,
-    secrets: crypto.Secrets,
-    full_key: str,
-    required: list[str],
-    *,
-    now: datetime,
-    last_used_resolution: timedelta,
-) -> Verdict:
-    """Reads the key afresh every time: revocation, expiry, permission changes and
-    rotation show on the very next verify, on every worker. A malformed key is
-    NOT_FOUND without touching the database."""
-    if not crypto.is_well_formed_api_key(full_key):
-        return Verdict(Code.NOT_FOUND)
-    match = by_secret(session, secrets.api_key_digest(full_key), now)
-    if match is None:
-        return Verdict(Code.NOT_FOUND)
-    status = match.key.status_at(now)
-    if status is KeyStatus.REVOKED:
-        return Verdict(Code.REVOKED, match)
-    if status is KeyStatus.EXPIRED:
-        return Verdict(Code.EXPIRED, match)
-    _touch(session, match.key, now, last_used_resolution)
-    if not set(required) <= set(match.key.permissions):
-        return Verdict(Code.INSUFFICIENT_PERMISSIONS, match)
-    return Verdict(Code.VALID, match)
-
-
-def _touch(session: Session, key: ApiKey, now: datetime, resolution: timedelta) -> None:
-    """``last_used_at`` to within ``resolution``: at most one write per key per period."""
-    if key.last_used_at is None or now - key.last_used_at >= resolution:
-        key.last_used_at = now
-        session.flush()
+    return key, full_key
 
 
 def _grant_exactly(session: Session, key: ApiKey, permission_ids: list[str]) -> None:

@@ -1,62 +1,93 @@
-"""Logins: the per-username throttle (counted in the database, so every worker sees
-every failure) and the audit record of each attempt."""
+"""Logins: the per-username throttle, and the audit record of each attempt.
+
+The throttle counts *attempts*, each one before its password is checked, in one
+atomic statement: an upsert that adds one only while the count is below the limit
+(or starts a new window once the old one has ended). However many attempts arrive
+at once, on however many workers and instances, at most ``max_attempts`` per
+window reach the password check; a successful login clears the count. Windows that
+ended are purged as new attempts come in, so the table holds only live counts.
+
+Usernames are never stored: the throttle and the audit trail see a keyed hash of
+the name (``crypto.Secrets.login_subject``), because people type passwords into
+username fields and unknown names are counted too.
+"""
 
 from __future__ import annotations
 
 import math
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import case, delete, literal, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from db import accounts, audit
-from db.models import LoginFailure
+from db.models import LoginThrottle, User, UTCDateTime
 
 
-def retry_after(
-    session: Session, username: str, *, now: datetime, max_failures: int, window: timedelta
+def admit(
+    session: Session, subject: str, *, now: datetime, max_attempts: int, window: timedelta
 ) -> int | None:
-    """Seconds until this username may try again, or None if it may now.
-
-    The same for known and unknown usernames: only the name is looked at.
-    """
-    failures = list(
-        session.scalars(
-            select(LoginFailure.failed_at)
-            .where(LoginFailure.username == username, LoginFailure.failed_at > now - window)
-            .order_by(LoginFailure.failed_at)
+    """Count one attempt for ``subject``: None if it may go on, else seconds to wait."""
+    session.execute(delete(LoginThrottle).where(LoginThrottle.window_started_at <= now - window))
+    throttle = LoginThrottle.__table__.c
+    ended = throttle.window_started_at <= now - window
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    counted = session.scalar(
+        dialect.insert(LoginThrottle)
+        .values(subject=subject, window_started_at=now, attempts=1)
+        .on_conflict_do_update(
+            index_elements=[LoginThrottle.subject],
+            set_={
+                "attempts": case((ended, 1), else_=throttle.attempts + 1),
+                "window_started_at": case(
+                    (ended, literal(now, UTCDateTime())), else_=throttle.window_started_at
+                ),
+            },
+            where=or_(ended, throttle.attempts < max_attempts),
         )
+        .returning(LoginThrottle.attempts)
     )
-    if len(failures) < max_failures:
+    if counted is not None:
         return None
-    wait = failures[-max_failures] + window - now
+    started = session.scalar(
+        select(LoginThrottle.window_started_at).where(LoginThrottle.subject == subject)
+    )
+    wait = (started or now) + window - now
     return max(1, math.ceil(wait.total_seconds()))
 
 
-def failed(session: Session, username: str, user_id: int | None, now: datetime) -> None:
-    session.add(LoginFailure(username=username, failed_at=now))
-    session.flush()
-    _audit(session, "login.failed", username, user_id, now)
+def succeeded(session: Session, subject: str, user: User, now: datetime) -> None:
+    """A successful login clears the subject's count."""
+    session.execute(delete(LoginThrottle).where(LoginThrottle.subject == subject))
+    _audit(session, "login.succeeded", audit.Actor.user(user.id), user, subject, now)
 
 
-def succeeded(session: Session, username: str, user_id: int, now: datetime) -> None:
-    """A successful login clears the username's record of failures."""
-    session.execute(delete(LoginFailure).where(LoginFailure.username == username))
-    _audit(session, "login.succeeded", username, user_id, now)
+def failed(session: Session, subject: str, user: User | None, now: datetime) -> None:
+    """Whoever failed is not known: the actor is anonymous, the user is the target."""
+    _audit(session, "login.failed", audit.ANONYMOUS, user, subject, now)
 
 
 def _audit(
-    session: Session, action: str, username: str, user_id: int | None, now: datetime
+    session: Session,
+    action: str,
+    actor: audit.Actor,
+    user: User | None,
+    subject: str,
+    now: datetime,
 ) -> None:
     """In each of the user's accounts (their admins see it); an unknown name in none."""
-    memberships = accounts.memberships_of(session, user_id) if user_id is not None else []
+    memberships = accounts.memberships_of(session, user.id) if user is not None else []
     account_ids: list[int | None] = [account.id for account, _ in memberships]
     for account_id in account_ids or [None]:
         audit.record(
             session,
             account_id=account_id,
-            actor=audit.Actor.user(user_id) if user_id is not None else audit.ANONYMOUS,
+            actor=actor,
             action=action,
-            target=("user", user_id if user_id is not None else username),
+            target=("user", user.id if user is not None else None),
+            # An unknown name is told only as a short keyed hash, so that repeated
+            # attempts on one name can be told apart from a spray over many.
+            changes=None if user is not None else {"username_hash": subject[:16]},
             now=now,
         )

@@ -1,12 +1,25 @@
-"""Schema migrations (Alembic), applied on start and by the operator CLI."""
+"""Schema migrations (Alembic), applied on start and by the operator CLI.
+
+Any number of processes may start at once on an empty database: each migrates under
+a lock (a transaction-scoped advisory lock on PostgreSQL, the write lock taken at
+``BEGIN IMMEDIATE`` on SQLite), so the first one migrates and the others, once they
+hold the lock in turn, find the schema current and go on.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, text
+
+from db.engine import for_writing
+
+# pg_advisory_xact_lock's key for "the schema is being migrated" ("kpmigrat" in ASCII).
+MIGRATION_LOCK = 0x6B706D6967726174
 
 
 def _config() -> Config:
@@ -15,11 +28,18 @@ def _config() -> Config:
     return config
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
+def upgrade(
+    engine: Engine, revision: str = "head", then: Callable[[Connection], None] | None = None
+) -> None:
+    """Migrate, then run ``then`` in the same locked transaction (first-start setup)."""
     config = _config()
-    with engine.begin() as connection:
+    with for_writing(engine).begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
+        if then is not None:
+            then(connection)
 
 
 def current_revision(engine: Engine) -> str | None:

@@ -198,12 +198,25 @@ class AuditEvent(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class LoginFailure(Base):
-    """One failed login, kept for the throttle's window (any worker sees every one)."""
+class LoginThrottle(Base):
+    """Login attempts per username in the current window (the throttle of ``db.logins``).
 
-    __tablename__ = "login_failures"
-    __table_args__ = (Index("ix_login_failures_username_failed_at", "username", "failed_at"),)
+    Counted by one atomic statement, so every worker and instance shares the count.
+    The username is kept only as a keyed hash: people type passwords into username
+    fields, and unknown names are counted too.
+    """
+
+    __tablename__ = "login_throttle"
+
+    subject: Mapped[str] = mapped_column(String(64), primary_key=True)
+    window_started_at: Mapped[datetime] = mapped_column(index=True)
+    attempts: Mapped[int] = mapped_column(Integer)
+
+
+class Heartbeat(Base):
+    """One row that the readiness check writes: proof that the database takes writes."""
+
+    __tablename__ = "heartbeat"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    username: Mapped[str] = mapped_column(String(150))
-    failed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    beat_at: Mapped[datetime]

@@ -1,4 +1,12 @@
-"""Per-account permission catalogs, and the rule that keys hold only catalog entries."""
+"""Per-account permission catalogs, and the rule that keys hold only catalog entries.
+
+Granting and removing race safely on PostgreSQL: a grant reads the catalog entries it
+needs ``FOR KEY SHARE`` and a removal locks its entry ``FOR UPDATE`` before checking
+that no key holds it. Whichever comes first wins; the other then sees its result
+(the removal a held permission: 409; the grant a missing one: refused as unknown),
+never a foreign-key error. Locks are taken key first, then catalog entries, so the
+two never wait on each other in a circle. (SQLite has one writer at a time.)
+"""
 
 from __future__ import annotations
 
@@ -9,8 +17,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 import db.audit
+from db.errors import Conflict, NotFound, UnknownPermissions
 from db.models import ApiKeyPermission, Permission
-from keyplane.errors import Conflict, NotFound, UnknownPermissions
 
 # The catalog every new account starts with (migration 0002 gave it to older ones).
 DEFAULT_CATALOG = (
@@ -67,7 +75,11 @@ def add(
 def remove(
     session: Session, account_id: int, permission_id: str, *, actor: db.audit.Actor, now: datetime
 ) -> None:
-    permission = session.get(Permission, (account_id, permission_id))
+    permission = session.scalar(
+        select(Permission)
+        .where(Permission.account_id == account_id, Permission.id == permission_id)
+        .with_for_update()
+    )
     if permission is None:
         raise NotFound("Permission not found")
     held = select(ApiKeyPermission).where(
@@ -96,9 +108,9 @@ def require_known(session: Session, account_id: int, permission_ids: list[str]) 
     candidates = {p for p in permission_ids if "\x00" not in p}
     known = set(
         session.scalars(
-            select(Permission.id).where(
-                Permission.account_id == account_id, Permission.id.in_(candidates)
-            )
+            select(Permission.id)
+            .where(Permission.account_id == account_id, Permission.id.in_(candidates))
+            .with_for_update(read=True, key_share=True)
         )
     )
     unknown = [i for i, permission_id in enumerate(permission_ids) if permission_id not in known]

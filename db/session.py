@@ -1,45 +1,83 @@
-"""The request's session, kept in a context variable.
+"""The request's session, and short transactions apart from it.
 
-``keyplane.middleware.RequestScope`` opens it when a request starts and commits or
-rolls it back in one place; everything below only ``flush()``es. A context variable
-(rather than ``flask.g``) reaches the security functions, which run before Flask, and
-the Flask worker thread alike, since both run in copies of the request's context.
+The wiring (``keyplane.transactions``) opens a request's session in the thread that
+runs its handler and commits or rolls it back there, so no connection is ever held
+while the request waits for a thread, a client or another request. Everything below
+only ``flush()``es.
+
+``apart`` is the one other way to reach the database: a short transaction of its own,
+committed when its block ends whatever the request answers. It is for work that must
+not wait on the request's outcome (a login attempt is counted before the password is
+checked, and recorded although the answer is a 400) or that must not hold the
+request's connection (authentication, before the body is read).
 """
 
 from __future__ import annotations
 
-from contextvars import ContextVar
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar, Token
+from dataclasses import dataclass
 
-from sqlalchemy.orm import Session
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
 
+from db.engine import for_writing
+
+
+@dataclass(frozen=True)
+class Sessions:
+    """Where sessions come from: one engine, read-only or (on SQLite) write-locking."""
+
+    reading: sessionmaker[Session]
+    writing: sessionmaker[Session]
+
+    @classmethod
+    def of(cls, engine: Engine) -> Sessions:
+        return cls(
+            sessionmaker(engine, expire_on_commit=False),
+            sessionmaker(for_writing(engine), expire_on_commit=False),
+        )
+
+    def new(self, *, writes: bool) -> Session:
+        return (self.writing if writes else self.reading)()
+
+
+_sessions: ContextVar[Sessions] = ContextVar("keyplane_sessions")
 _current: ContextVar[Session] = ContextVar("keyplane_db_session")
+
+
+def use(sessions: Sessions) -> Token[Sessions]:
+    """Make ``sessions`` the source of every session in this context (the wiring's job)."""
+    return _sessions.set(sessions)
+
+
+def unuse(token: Token[Sessions]) -> None:
+    _sessions.reset(token)
+
+
+def new(*, writes: bool) -> Session:
+    """A session for a unit of work; the caller commits or rolls back and closes it."""
+    return _sessions.get().new(writes=writes)
 
 
 def current() -> Session:
     try:
         return _current.get()
     except LookupError:
-        raise RuntimeError("no database session: not inside a request scope") from None
+        raise RuntimeError("no database session: not inside a unit of work") from None
 
 
-_KEEP_ON_REFUSAL = "keyplane.keep_on_refusal"
-
-
-def keep_writes_on_refusal() -> None:
-    """Commit this request's writes even though it answers 4xx (a failed login's record).
-
-    An exception (5xx) still rolls everything back.
-    """
-    current().info[_KEEP_ON_REFUSAL] = True
-
-
-def keeps_writes_on_refusal(session: Session) -> bool:
-    return bool(session.info.get(_KEEP_ON_REFUSAL))
-
-
-def bind(session: Session) -> object:
+def bind(session: Session) -> Token[Session]:
     return _current.set(session)
 
 
-def unbind(token: object) -> None:
-    _current.reset(token)  # type: ignore[arg-type]
+def unbind(token: Token[Session]) -> None:
+    _current.reset(token)
+
+
+@contextmanager
+def apart(*, writes: bool) -> Iterator[Session]:
+    """A transaction of its own, committed when the block ends (rolled back on an error)."""
+    with _sessions.get().new(writes=writes) as session, session.begin():
+        yield session

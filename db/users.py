@@ -6,8 +6,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from db.errors import Conflict
 from db.models import User
-from keyplane.errors import Conflict
 
 
 def create(session: Session, username: str, password_hash: str) -> User:

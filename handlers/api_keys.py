@@ -7,11 +7,10 @@ from typing import Any
 
 import db.api_keys
 import db.session
+from db.access import Actor
 from db.models import ApiKey, KeyStatus
-from keyplane import runtime
-from keyplane.access import Actor
-from keyplane.security import current_actor
-from keyplane.timefmt import parse_rfc3339, rfc3339
+from db.timefmt import parse_rfc3339, rfc3339
+from handlers._context import current_actor, runtime
 
 
 def _key_manager() -> Actor:
@@ -25,7 +24,7 @@ def list(  # noqa: A001 - the operationId is api_keys.list
     page = db.api_keys.page(
         db.session.current(),
         _key_manager().key_scope(),
-        now=runtime.current().now(),
+        now=runtime().now(),
         status=KeyStatus(status) if status else None,
         cursor=cursor,
         limit=limit,
@@ -35,7 +34,7 @@ def list(  # noqa: A001 - the operationId is api_keys.list
 
 def create(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
     actor = _key_manager()
-    current = runtime.current()
+    current = runtime()
     key, full_key = db.api_keys.issue(
         db.session.current(),
         current.secrets,
@@ -56,9 +55,7 @@ def get(item_id: int) -> dict[str, Any]:
 
 def update(item_id: int, body: dict[str, Any]) -> dict[str, Any]:
     """An omitted field is unchanged; an explicit null clears it."""
-    session = db.session.current()
     actor = _key_manager()
-    key = db.api_keys.find(session, actor.key_scope(), item_id)
     changes: dict[str, Any] = {}
     if "description" in body:
         changes["description"] = body["description"]
@@ -66,27 +63,34 @@ def update(item_id: int, body: dict[str, Any]) -> dict[str, Any]:
         changes["expires_at"] = parse_rfc3339(body["expires_at"], ["body", "expires_at"])
     if "permissions" in body:
         changes["permissions"] = body["permissions"] or []
-    db.api_keys.update(session, key, changes, actor.audit_actor, runtime.current().now())
+    key = db.api_keys.update(
+        db.session.current(),
+        actor.key_scope(),
+        item_id,
+        changes,
+        actor.audit_actor,
+        runtime().now(),
+    )
     return read(key)
 
 
 def revoke(item_id: int) -> dict[str, Any]:
-    session = db.session.current()
     actor = _key_manager()
-    key = db.api_keys.find(session, actor.key_scope(), item_id)
-    return detail(db.api_keys.revoke(session, key, actor.audit_actor, runtime.current().now()))
+    key = db.api_keys.revoke(
+        db.session.current(), actor.key_scope(), item_id, actor.audit_actor, runtime().now()
+    )
+    return detail(key)
 
 
 def rotate(item_id: int, body: dict[str, Any]) -> dict[str, Any]:
     """Owner or admin: a new secret for the same record, the old one kept for a grace."""
-    session = db.session.current()
     actor = _key_manager()
-    key = db.api_keys.find(session, actor.key_scope(), item_id)
-    current = runtime.current()
-    full_key = db.api_keys.rotate(
-        session,
+    current = runtime()
+    key, full_key = db.api_keys.rotate(
+        db.session.current(),
         current.secrets,
-        key,
+        actor.key_scope(),
+        item_id,
         grace=timedelta(seconds=body.get("grace_period_seconds", 0)),
         actor=actor.audit_actor,
         now=current.now(),
@@ -100,7 +104,7 @@ def read(key: ApiKey, *, full_key: str | None = None) -> dict[str, Any]:
         "id": key.id,
         "key_prefix": key.key_prefix,
         "user_id": key.user_id,
-        "status": key.status_at(runtime.current().now()).value,
+        "status": key.status_at(runtime().now()).value,
         "created_at": rfc3339(key.created_at),
         "expires_at": rfc3339(key.expires_at),
         "description": key.description,

@@ -7,8 +7,8 @@ from typing import Any
 import db.audit
 import db.session
 from db.models import AuditEvent
-from keyplane.security import current_actor
-from keyplane.timefmt import rfc3339
+from db.timefmt import rfc3339
+from handlers._context import current_actor
 
 
 def list(  # noqa: A001 - the operationId is audit_events.list

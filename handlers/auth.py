@@ -1,4 +1,10 @@
-"""``/v1/auth/token``: the OAuth2 password grant (RFC 6749 §4.3), throttled per username."""
+"""``/v1/auth/token``: the OAuth2 password grant (RFC 6749 §4.3), throttled per username.
+
+Each step has its own short transaction, and none is open while the password is
+checked: the attempt is counted first (so at most the limit of attempts ever reach
+a password check, however many arrive at once), then the user is read, then the
+outcome is recorded, whatever the answer.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +14,9 @@ from typing import Any
 import db.logins
 import db.session
 import db.users
-from keyplane import crypto, runtime
-from keyplane.errors import OAuthError, TooManyRequests
+from db import crypto
+from db.errors import OAuthError, TooManyRequests
+from handlers._context import runtime
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
@@ -17,28 +24,33 @@ NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 def token(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
     if body["grant_type"] != "password":
         raise OAuthError("unsupported_grant_type", "Only the password grant is supported")
-    session, current = db.session.current(), runtime.current()
+    current = runtime()
     settings, now, username = current.settings, current.now(), body["username"]
-    # Checked before any password work.
-    wait = db.logins.retry_after(
-        session,
-        username,
-        now=now,
-        max_failures=settings.login_max_failures,
-        window=timedelta(seconds=settings.login_window_seconds),
-    )
+    subject = current.secrets.login_subject(username)
+    with db.session.apart(writes=True) as session:
+        wait = db.logins.admit(
+            session,
+            subject,
+            now=now,
+            max_attempts=settings.login_max_failures,
+            window=timedelta(seconds=settings.login_window_seconds),
+        )
     if wait is not None:
         raise TooManyRequests(
             "Too many failed logins for this username; try again later", retry_after_seconds=wait
         )
-    user = db.users.by_username(session, username)
+    with db.session.apart(writes=False) as session:
+        user = db.users.by_username(session, username)
     # verify_password does the same work for an unknown user as for a known one.
     valid = crypto.verify_password(user.password_hash if user else None, body["password"])
-    if user is None or not valid or not user.is_active:
-        db.logins.failed(session, username, user.id if user else None, now)
-        db.session.keep_writes_on_refusal()
+    accepted = user is not None and valid and user.is_active
+    with db.session.apart(writes=True) as session:
+        if user is not None and accepted:
+            db.logins.succeeded(session, subject, user, now)
+        else:
+            db.logins.failed(session, subject, user, now)
+    if user is None or not accepted:
         raise OAuthError("invalid_grant", "Incorrect username or password")
-    db.logins.succeeded(session, username, user.id, now)
     ttl = settings.token_ttl_seconds
     access_token = current.secrets.issue_user_token(user.id, timedelta(seconds=ttl), now)
     return {"access_token": access_token, "token_type": "bearer", "expires_in": ttl}, 200, NO_STORE

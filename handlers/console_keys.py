@@ -11,12 +11,11 @@ from typing import Any
 import db.api_keys
 import db.pages
 import db.session
+from db.access import Actor
+from db.errors import NotFound
 from db.models import ApiKey
-from keyplane import runtime
-from keyplane.access import Actor
-from keyplane.errors import NotFound
-from keyplane.security import current_actor
-from keyplane.timefmt import parse_rfc3339, rfc3339
+from db.timefmt import parse_rfc3339, rfc3339
+from handlers._context import current_actor, runtime
 
 SUCCESS = {"success": True}
 ADMINS_ONLY = "Only account administrators can manage API keys"
@@ -31,7 +30,7 @@ def list(limit: int = 50, cursor: str | None = None) -> dict[str, Any]:  # noqa:
     page = db.api_keys.page(
         db.session.current(),
         _console_admin().key_scope(),
-        now=runtime.current().now(),
+        now=runtime().now(),
         status=None,
         cursor=cursor,
         limit=limit,
@@ -41,7 +40,7 @@ def list(limit: int = 50, cursor: str | None = None) -> dict[str, Any]:  # noqa:
 
 def create(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
     actor = _console_admin()
-    current = runtime.current()
+    current = runtime()
     key, full_key = db.api_keys.issue(
         db.session.current(),
         current.secrets,
@@ -61,31 +60,49 @@ def get(id: str) -> dict[str, Any]:  # noqa: A002 - seed 000 names the path para
 
 
 def update(id: str, body: dict[str, Any]) -> dict[str, bool]:  # noqa: A002
-    session = db.session.current()
     actor = _console_admin()
-    key = _find(actor, id)
     changes: dict[str, Any] = {
         "description": body["description"],
         "permissions": body["flatPermissionsList"],
     }
     if "expiresAt" in body:
         changes["expires_at"] = _expiry(body["expiresAt"])
-    db.api_keys.update(session, key, changes, actor.audit_actor, runtime.current().now())
+    db.api_keys.update(
+        db.session.current(),
+        actor.key_scope(),
+        _key_id(id),
+        changes,
+        actor.audit_actor,
+        runtime().now(),
+    )
     return SUCCESS
 
 
 def revoke(id: str) -> dict[str, bool]:  # noqa: A002
     actor = _console_admin()
-    key = _find(actor, id)
-    db.api_keys.revoke(db.session.current(), key, actor.audit_actor, runtime.current().now())
+    db.api_keys.revoke(
+        db.session.current(),
+        actor.key_scope(),
+        _key_id(id),
+        actor.audit_actor,
+        runtime().now(),
+    )
     return SUCCESS
 
 
 def _find(actor: Actor, raw_id: str) -> ApiKey:
-    """A non-numeric id is simply not found (seed 000), like another account's."""
-    if not raw_id.isascii() or not raw_id.isdigit() or int(raw_id) > db.pages.MAX_ID:
+    return db.api_keys.find(db.session.current(), actor.key_scope(), _key_id(raw_id))
+
+
+def _key_id(raw_id: str) -> int:
+    """A non-numeric id is simply not found, like another account's."""
+    digits = len(str(db.pages.MAX_ID))
+    if not raw_id.isascii() or not raw_id.isdigit() or len(raw_id) > digits:
         raise NotFound(db.api_keys.NOT_FOUND_MESSAGE)
-    return db.api_keys.find(db.session.current(), actor.key_scope(), int(raw_id))
+    key_id = int(raw_id)
+    if key_id > db.pages.MAX_ID:
+        raise NotFound(db.api_keys.NOT_FOUND_MESSAGE)
+    return key_id
 
 
 def _expiry(value: str | None) -> Any:
@@ -100,7 +117,7 @@ def _shape(key: ApiKey, *, full_key: str | None = None) -> dict[str, Any]:
         "userId": key.user_id,
         "description": key.description,
         "flatPermissionsList": key.permissions,
-        "status": key.status_at(runtime.current().now()).value,
+        "status": key.status_at(runtime().now()).value,
         "createdAt": rfc3339(key.created_at),
         "expiresAt": rfc3339(key.expires_at),
         "lastUsedAt": rfc3339(key.last_used_at),

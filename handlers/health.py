@@ -1,24 +1,53 @@
-"""``/healthz`` and ``/readyz``, for load balancers and orchestrators."""
+"""``/healthz`` and ``/readyz``, for load balancers and orchestrators.
+
+Served by the data plane, on the event loop: ``/healthz`` answers even when every
+worker thread is busy, and ``/readyz`` answers within the request budget even when
+the database does not.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+from anyio import to_thread
 from sqlalchemy.exc import SQLAlchemyError
 
+import db.heartbeat
 import db.migrate
 import db.session
+from handlers._context import runtime
 
 
-def live() -> dict[str, str]:
+async def live() -> dict[str, str]:
     return {"status": "ok"}
 
 
-def ready() -> tuple[dict[str, Any], int]:
+async def ready() -> tuple[dict[str, Any], int]:
+    """Ready when the database answers, its schema is current and it takes a write."""
     try:
-        current = db.migrate.is_current(db.session.current().connection())
-    except SQLAlchemyError:
-        return {"status": "not ready", "reason": "the database does not answer"}, 503
-    if not current:
-        return {"status": "not ready", "reason": "the database schema is not current"}, 503
+        reason = await asyncio.wait_for(
+            to_thread.run_sync(_check, abandon_on_cancel=True),
+            timeout=runtime().settings.request_timeout_seconds,
+        )
+    except TimeoutError:
+        reason = "the database does not answer in time"
+    if reason is not None:
+        return {"status": "not ready", "reason": reason}, 503
     return {"status": "ready"}, 200
+
+
+def _check() -> str | None:
+    try:
+        with db.session.apart(writes=False) as session:
+            current = db.migrate.is_current(session.connection())
+    except SQLAlchemyError:
+        return "the database does not answer"
+    if not current:
+        return "the database schema is not current"
+    try:
+        with db.session.apart(writes=True) as session:
+            db.heartbeat.beat(session, runtime().now())
+    except SQLAlchemyError:
+        return "the database does not take writes"
+    return None

@@ -1,51 +1,60 @@
-"""``/v1/keys/verify``: is this key good, and may it do this? The key is the credential."""
+"""``/v1/keys/verify``: is this key good, and may it do this? The key is the credential.
+
+The data plane's one operation: ``async``, one lookup through the worker's key reader
+(``db.verification``), no request transaction and no write.
+"""
 
 from __future__ import annotations
 
 from datetime import timedelta
 from typing import Any
 
-import db.api_keys
-import db.session
-from db.api_keys import Code
-from keyplane import metrics, runtime
-from keyplane.timefmt import rfc3339
+from prometheus_client import Counter
+
+from db import crypto
+from db.lookups import Code, Found, judge
+from db.timefmt import rfc3339
+from handlers._context import runtime
+
+VERIFICATIONS = Counter("keyplane_verifications_total", "Verify outcomes", ["code"])
 
 
-def verify(body: dict[str, Any]) -> dict[str, Any]:
-    current = runtime.current()
-    verdict = db.api_keys.verify(
-        db.session.current(),
-        current.secrets,
-        body["key"],
-        body.get("permissions") or [],
-        now=current.now(),
-        last_used_resolution=timedelta(seconds=current.settings.last_used_resolution_seconds),
-    )
-    metrics.VERIFICATIONS.labels(verdict.code.value).inc()
-    answer: dict[str, Any] = {
-        "valid": verdict.code is Code.VALID,
-        "code": verdict.code.value,
-        "key_id": None,
-        "account_id": None,
-        "user_id": None,
-        "permissions": [],
-        "expires_at": None,
-        "rotation": None,
-    }
-    # Only a valid key's metadata is told: nothing about anyone else's records.
-    if verdict.code is Code.VALID and verdict.match is not None:
-        key = verdict.match.key
-        answer |= {
-            "key_id": key.id,
-            "account_id": key.account_id,
-            "user_id": key.user_id,
-            "permissions": key.permissions,
-            "expires_at": rfc3339(key.expires_at),
+async def verify(body: dict[str, Any]) -> dict[str, Any]:
+    current = runtime()
+    now = current.now()
+    full_key = body["key"]
+    found: Found | None = None
+    # A key with a wrong prefix, length or checksum costs no query at all.
+    if crypto.is_well_formed_api_key(full_key):
+        found = await current.lookups.key(current.secrets.api_key_digest(full_key))
+    code = judge(found, body.get("permissions") or (), now)
+    VERIFICATIONS.labels(code.value).inc()
+    if found is not None and code in (Code.VALID, Code.INSUFFICIENT_PERMISSIONS):
+        resolution = timedelta(seconds=current.settings.last_used_resolution_seconds)
+        if found.last_used_at is None or now - found.last_used_at >= resolution:
+            current.last_used.note(found.key_id, now)  # the flusher writes it, off this request
+    if code is not Code.VALID or found is None:
+        # Only a valid key's metadata is told: nothing about anyone else's records.
+        return {
+            "valid": False,
+            "code": code.value,
+            "key_id": None,
+            "account_id": None,
+            "user_id": None,
+            "permissions": [],
+            "expires_at": None,
+            "rotation": None,
         }
-        if verdict.match.replaced_secret:
-            answer["rotation"] = {
-                "replaced": True,
-                "expires_at": rfc3339(key.previous_key_expires_at),
-            }
-    return answer
+    rotation = None
+    if not found.by_current_secret:
+        rotation = {"replaced": True, "expires_at": rfc3339(found.previous_secret_expires_at)}
+    return {
+        "valid": True,
+        "code": code.value,
+        "key_id": found.key_id,
+        "account_id": found.account_id,
+        "user_id": found.user_id,
+        "permissions": list(found.permissions),
+        "expires_at": rfc3339(found.expires_at),
+        "rotation": rotation,
+    }

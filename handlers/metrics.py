@@ -1,13 +1,32 @@
-"""``/metrics``: Prometheus text format, when exposed on the API's port."""
+"""``/metrics``: Prometheus text format, when exposed on the API's port.
+
+``keyplane serve`` points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh folder before the
+workers start, so every process writes its samples there and any of them (or the
+separate metrics port) answers for all (prometheus-client's multiprocess mode).
+"""
 
 from __future__ import annotations
 
-from keyplane import metrics, runtime
-from keyplane.errors import NotFound
+import os
+
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest, multiprocess
+
+from db.errors import NotFound
+from handlers._context import runtime
+
+# The classic text format generate_latest() writes (the spec names this media type).
+CONTENT_TYPE = "text/plain; version=0.0.4"
 
 
 def get() -> tuple[bytes, int, dict[str, str]]:
-    if runtime.current().settings.metrics != "on":
+    if runtime().settings.metrics != "on":
         raise NotFound("Metrics are not served here")
-    body, content_type = metrics.exposition()
-    return body, 200, {"Content-Type": content_type}
+    return generate_latest(registry()), 200, {"Content-Type": CONTENT_TYPE}
+
+
+def registry() -> CollectorRegistry:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        collected = CollectorRegistry()
+        multiprocess.MultiProcessCollector(collected)  # type: ignore[no-untyped-call]
+        return collected
+    return REGISTRY

@@ -7,9 +7,8 @@ from typing import Any
 import db.permissions
 import db.session
 from db.models import Permission
-from keyplane import runtime
-from keyplane.security import current_actor
-from keyplane.timefmt import rfc3339
+from db.timefmt import rfc3339
+from handlers._context import current_actor, runtime
 
 USERS_ONLY = "API keys cannot manage permissions"
 
@@ -29,7 +28,7 @@ def create(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
         body["id"],
         body.get("description", ""),
         actor=actor.audit_actor,
-        now=runtime.current().now(),
+        now=runtime().now(),
     )
     return _shape(permission), 201
 
@@ -41,7 +40,7 @@ def delete(permission_id: str) -> tuple[None, int]:
         actor.account_id,
         permission_id,
         actor=actor.audit_actor,
-        now=runtime.current().now(),
+        now=runtime().now(),
     )
     return None, 204
 

@@ -7,10 +7,10 @@ from typing import Any
 import db.accounts
 import db.session
 import db.users
+from db import crypto
 from db.models import Membership, Role, User
-from keyplane import crypto, runtime
-from keyplane.security import current_actor, current_principal
-from keyplane.timefmt import rfc3339
+from db.timefmt import rfc3339
+from handlers._context import current_actor, current_principal, runtime
 
 USERS_ONLY = "API keys cannot manage users"
 
@@ -45,7 +45,7 @@ def create(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
         user.id,
         role,
         actor=actor.audit_actor,
-        now=runtime.current().now(),
+        now=runtime().now(),
     )
     return _member(user, membership), 201
 

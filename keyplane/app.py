@@ -1,77 +1,199 @@
-"""The app factory: settings in, a Connexion ``FlaskApp`` out. Nothing happens at import."""
+"""The app factory: settings in, one ASGI app out. Nothing happens at import.
+
+Keyplane serves two planes, both built here from the one ``openapi/swagger.yaml``,
+with the same validators, error shapes, request ids, logs and metrics:
+
+* the **control plane** (management: keys, users, permissions, audit, the console)
+  on Connexion's ``FlaskApp``: synchronous handlers, one transaction each;
+* the **data plane** (``/v1/keys/verify``, ``/healthz``, ``/readyz``) on Connexion's
+  ``AsyncApp``: ``async`` handlers on the event loop, no request transaction.
+
+``create_app`` serves both behind one entry point that sends data-plane paths to the
+data plane; ``create_data_app`` serves the data plane alone, so verification can be
+scaled apart from management. Handlers don't know which app serves them.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import flask
-from connexion import FlaskApp
+import yaml
+from a2wsgi import WSGIMiddleware
+from connexion import AsyncApp, FlaskApp
 from connexion import context as connexion_context
 from connexion.middleware import MiddlewarePosition
 from connexion.options import SwaggerUIOptions
-from connexion.resolver import RelativeResolver
 from connexion.spec import Specification
 from sqlalchemy import Engine, QueuePool
-from sqlalchemy.orm import Session, sessionmaker
+from starlette.testclient import TestClient
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from db.crypto import Secrets
 from db.engine import make_engine
-from keyplane.crypto import Secrets
+from db.lookups import lookups_for
+from db.session import Sessions
+from db.settings import Settings
+from handlers._context import Runtime
+from keyplane.background import Flusher
+from keyplane.deadline import Deadline
 from keyplane.middleware import RequestScope
-from keyplane.problems import Problems
+from keyplane.problems import Problems, timed_out
 from keyplane.requestlog import RequestLog
-from keyplane.runtime import Runtime
-from keyplane.settings import Settings
+from keyplane.transactions import UnitOfWorkResolver
 from keyplane.validation import VALIDATORS
 
 SPEC_PATH = Path(__file__).resolve().parent.parent / "openapi" / "swagger.yaml"
 HANDLERS = "handlers"  # operationId `api_keys.update` is handlers/api_keys.py:update
+DATA_PLANE_PATHS = frozenset({"/v1/keys/verify", "/healthz", "/readyz"})
 
 
-def create_app(
-    settings: Settings | None = None, *, sessions: Callable[[], Session] | None = None
-) -> FlaskApp:
-    """Build the service. ``sessions`` lets tests bind every request to one connection."""
-    settings = settings or Settings.from_env()
-    settings.check()
-    engine = None
-    if sessions is None:
-        engine = make_engine(settings.database_url)
-        sessions = sessionmaker(engine, expire_on_commit=False)
-    runtime = Runtime(
-        settings=settings, secrets=Secrets.derive(settings.secret_key), sessions=sessions
-    )
+@dataclass
+class Service:
+    """One worker process's long-lived parts, opened at start-up and closed at shutdown."""
 
-    @asynccontextmanager
-    async def lifespan(_: object) -> AsyncIterator[None]:
-        yield
-        if engine is not None:
-            engine.dispose()  # close pooled connections when the server shuts down
+    settings: Settings
+    engine: Engine
+    sessions: Sessions
+    runtime: Runtime
+    flusher: Flusher
 
-    app = FlaskApp(__name__, specification_dir=SPEC_PATH.parent, lifespan=lifespan)
+    @classmethod
+    def build(cls, settings: Settings) -> Service:
+        settings.check()
+        limits = settings.database_limits()
+        engine = make_engine(settings.database_url, limits)
+        sessions = Sessions.of(engine)
+        runtime = Runtime(
+            settings=settings,
+            secrets=Secrets.derive(settings.secret_key),
+            lookups=lookups_for(settings.database_url, limits),
+        )
+        flusher = Flusher(runtime.last_used, sessions, settings.last_used_resolution_seconds)
+        return cls(settings, engine, sessions, runtime, flusher)
+
+    # A server runs one lifespan per worker; tests may run two at once on one app
+    # (Schemathesis runs its own beside the test client's), so count them.
+    lifespans: int = 0
+
+    async def start(self) -> None:
+        self.lifespans += 1
+        await self.runtime.lookups.open()
+        if self.lifespans == 1:
+            self.flusher.start()
+
+    async def stop(self) -> None:
+        self.lifespans -= 1
+        await self.runtime.lookups.close()
+        if self.lifespans == 0:
+            self.flusher.stop()  # the last notes of last use are written here
+            self.engine.dispose()
+
+
+class Keyplane:
+    """The one ASGI entry point: data-plane paths to the data plane, the rest to control."""
+
+    def __init__(self, service: Service, data: ASGIApp, control: ASGIApp | None) -> None:
+        self.service = service
+        self._data = data
+        self._control = control
+        spec = Specification.load(SPEC_PATH)
+        self._app = RequestLog(
+            self._dispatch, routes=_routes(spec), pool_in_use=_pool_in_use(service.engine)
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        else:
+            await self._app(scope, receive, send)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._control is None or scope["path"] in DATA_PLANE_PATHS:
+            await self._data(scope, receive, send)
+        else:
+            await self._control(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        await receive()  # lifespan.startup
+        try:
+            await self.service.start()
+        except Exception as error:
+            await send({"type": "lifespan.startup.failed", "message": str(error)})
+            return
+        await send({"type": "lifespan.startup.complete"})
+        await receive()  # lifespan.shutdown
+        await self.service.stop()
+        await send({"type": "lifespan.shutdown.complete"})
+
+    def test_client(self, **kwargs: Any) -> TestClient:
+        return TestClient(self, **kwargs)
+
+
+def create_app(settings: Settings | None = None) -> Keyplane:
+    """Both planes, as ``keyplane serve`` runs them."""
+    service = Service.build(settings or Settings.from_env())
+    return Keyplane(service, data=_data_plane(service), control=_control_plane(service))
+
+
+def create_data_app(settings: Settings | None = None) -> Keyplane:
+    """The data plane alone (``keyplane serve --plane data``)."""
+    service = Service.build(settings or Settings.from_env())
+    return Keyplane(service, data=_data_plane(service), control=None)
+
+
+def _control_plane(service: Service) -> ASGIApp:
+    app = FlaskApp(__name__, specification_dir=SPEC_PATH.parent)
     # Exceptions from handlers reach Connexion's error handlers (one place shapes them)
     # instead of Flask's generic 500 page.
     app.app.config["PROPAGATE_EXCEPTIONS"] = True
     app.add_api(
         SPEC_PATH.name,
-        resolver=RelativeResolver(HANDLERS),
+        resolver=UnitOfWorkResolver(HANDLERS),
         strict_validation=True,
-        validate_responses=settings.validate_responses,
+        validate_responses=service.settings.validate_responses,
         validator_map=VALIDATORS,
         swagger_ui_options=SwaggerUIOptions(swagger_ui_path="/ui"),
     )
     app.app.before_request(_only_requests_connexion_routed)
-    spec = Specification.load(SPEC_PATH)
-    app.add_middleware(
-        RequestLog,
-        position=MiddlewarePosition.BEFORE_EXCEPTION,
-        routes=_routes(spec),
-        pool_in_use=_pool_in_use(engine) if engine is not None else None,
+    # Connexion runs Flask behind a2wsgi with a fixed pool of 10 threads (upstream #1979);
+    # a few threads keep more throughput, less contention for the GIL and for SQLite's
+    # write lock, and a small, known bound on connections (README: sizing).
+    app._middleware_app.asgi_app = WSGIMiddleware(
+        app.app.wsgi_app, workers=service.settings.threads
     )
-    app.add_middleware(RequestScope, position=MiddlewarePosition.BEFORE_SECURITY, runtime=runtime)
-    Problems(spec).register(app)
-    return app
+    _add_request_scope(app, service)
+    Problems(Specification.load(SPEC_PATH)).register(app)
+    return Deadline(app, seconds=service.settings.request_timeout_seconds, timed_out=timed_out)
+
+
+def _data_plane(service: Service) -> ASGIApp:
+    app = AsyncApp(__name__)
+    spec = yaml.safe_load(SPEC_PATH.read_text())
+    spec["paths"] = {path: spec["paths"][path] for path in sorted(DATA_PLANE_PATHS)}
+    app.add_api(
+        spec,
+        resolver=UnitOfWorkResolver(HANDLERS),
+        strict_validation=True,
+        validate_responses=service.settings.validate_responses,
+        validator_map=VALIDATORS,
+        swagger_ui_options=SwaggerUIOptions(swagger_ui=False),
+    )
+    _add_request_scope(app, service)
+    Problems(Specification.load(SPEC_PATH)).register(app)
+    return cast(ASGIApp, app)
+
+
+def _add_request_scope(app: FlaskApp | AsyncApp, service: Service) -> None:
+    app.add_middleware(
+        RequestScope,
+        position=MiddlewarePosition.BEFORE_SECURITY,
+        runtime=service.runtime,
+        sessions=service.sessions,
+    )
 
 
 def _pool_in_use(engine: Engine) -> Callable[[], int]:

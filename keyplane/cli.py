@@ -12,19 +12,20 @@ import tempfile
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session
 
 import db.accounts
 import db.api_keys
 import db.audit
+import db.engine
 import db.migrate
+from db import crypto
 from db.engine import make_engine
+from db.errors import KeyplaneError
 from db.models import ApiKey
-from keyplane import crypto
-from keyplane.errors import KeyplaneError
-from keyplane.settings import Settings, SettingsError
-from keyplane.timefmt import rfc3339
+from db.settings import Settings, SettingsError
+from db.timefmt import rfc3339
 
 # Applied by uvicorn in every worker: request lines (JSON) on stdout, the rest on stderr.
 LOG_CONFIG = {
@@ -64,6 +65,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument(
+        "--plane",
+        choices=["all", "data"],
+        default="all",
+        help="all: the whole API; data: verification and health only, to scale them apart",
+    )
 
     create = commands.add_parser("create-account", help="create an account and its admin")
     create.add_argument("name")
@@ -111,9 +118,9 @@ def _run(args: argparse.Namespace, engine: Engine, settings: Settings) -> int:
         if args.keys_command == "list":
             return _list_keys(engine, args.account)
         return _revoke_key(engine, args.key_id)
-    db.migrate.upgrade(engine)
     if args.command == "serve":
-        return _serve(engine, settings, args.host, args.port, args.workers)
+        return _serve(engine, settings, args.host, args.port, args.workers, args.plane)
+    db.migrate.upgrade(engine)
     return _create_account(engine, settings, args.name, args.admin)
 
 
@@ -137,9 +144,11 @@ def _list_keys(engine: Engine, account_id: int) -> int:
 
 
 def _revoke_key(engine: Engine, key_id: int) -> int:
-    with Session(engine, expire_on_commit=False) as session, session.begin():
-        key = db.api_keys.by_id(session, key_id)
-        db.api_keys.revoke(session, key, db.audit.OPERATOR, _now())
+    writing = db.engine.for_writing(engine)
+    with Session(writing, expire_on_commit=False) as session, session.begin():
+        key = db.api_keys.revoke(
+            session, db.api_keys.Scope.everything(), key_id, db.audit.OPERATOR, _now()
+        )
     print(json.dumps(_key_line(key)))
     return 0
 
@@ -158,10 +167,13 @@ def _key_line(key: ApiKey) -> dict[str, object]:
     }
 
 
-def _serve(engine: Engine, settings: Settings, host: str, port: int, workers: int) -> int:
+def _serve(
+    engine: Engine, settings: Settings, host: str, port: int, workers: int, plane: str
+) -> int:
     import uvicorn
 
-    _bootstrap(engine, settings)
+    # Under the migration lock: of several servers started at once, one creates it.
+    db.migrate.upgrade(engine, then=lambda connection: _bootstrap(connection, settings))
     engine.dispose()  # the workers build their own engines
     # Every worker writes its samples here, so any scrape sees them all. Set before
     # prometheus_client is imported anywhere (the workers inherit it).
@@ -169,11 +181,11 @@ def _serve(engine: Engine, settings: Settings, host: str, port: int, workers: in
     if settings.metrics.isdigit():
         from prometheus_client import start_http_server
 
-        from keyplane import metrics
+        from handlers import metrics
 
         start_http_server(int(settings.metrics), addr=host, registry=metrics.registry())
     uvicorn.run(
-        "keyplane.app:create_app",
+        "keyplane.app:create_data_app" if plane == "data" else "keyplane.app:create_app",
         factory=True,
         host=host,
         port=port,
@@ -184,9 +196,9 @@ def _serve(engine: Engine, settings: Settings, host: str, port: int, workers: in
     return 0
 
 
-def _bootstrap(engine: Engine, settings: Settings) -> None:
+def _bootstrap(connection: Connection, settings: Settings) -> None:
     """On an empty database, a default account and admin, so a newcomer can log in at once."""
-    with Session(engine, expire_on_commit=False) as session, session.begin():
+    with Session(connection, expire_on_commit=False) as session:
         if db.accounts.any_exist(session):
             return
         password = settings.admin_password or secrets.token_urlsafe(18)
@@ -203,7 +215,8 @@ def _bootstrap(engine: Engine, settings: Settings) -> None:
 
 def _create_account(engine: Engine, settings: Settings, name: str, admin: str) -> int:
     password = settings.admin_password or _prompt_password()
-    with Session(engine, expire_on_commit=False) as session, session.begin():
+    writing = db.engine.for_writing(engine)
+    with Session(writing, expire_on_commit=False) as session, session.begin():
         account, user = db.accounts.create_with_admin(
             session, name, admin, crypto.hash_password(password), _now()
         )

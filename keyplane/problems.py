@@ -27,16 +27,20 @@ from connexion.exceptions import (
 from connexion.exceptions import Forbidden as ConnexionForbidden
 from connexion.exceptions import Unauthorized as ConnexionUnauthorized
 from connexion.lifecycle import ConnexionRequest, ConnexionResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
-from keyplane import access
-from keyplane.errors import (
+from db import access
+from db.errors import (
     InvalidInput,
     KeyplaneError,
     OAuthError,
     TooManyRequests,
     Unauthorized,
+    Unavailable,
 )
+from keyplane import deadline
 from keyplane.validation import RequestInvalid, describe, detail, parameter_errors
 
 logger = logging.getLogger("keyplane.errors")
@@ -54,6 +58,7 @@ _STATUS_TEXT = {
     422: "Unprocessable Entity",
     500: "Internal Server Error",
 }
+DATABASE_UNAVAILABLE = "The database is unavailable or busy; try again shortly"
 _NOT_AN_INTEGER = "Input should be a valid integer, unable to parse the value"
 _CONSOLE_MESSAGES = {404: "API key not found", 500: "Internal server error"}
 
@@ -74,6 +79,10 @@ class Problems:
         handlers: list[tuple[Any, Callable[[ConnexionRequest, Any], ConnexionResponse]]] = [
             (RequestInvalid, self.request_invalid),
             (KeyplaneError, self.keyplane_error),
+            # Down, unreachable, too slow, locked, full: the database cannot answer now.
+            (OperationalError, self.database_unavailable),
+            (InterfaceError, self.database_unavailable),
+            (PoolTimeout, self.database_unavailable),
             (ConnexionUnauthorized, self.not_authenticated),
             (ConnexionForbidden, self.connexion_forbidden),
             (UnsupportedMediaTypeProblem, self.problem),
@@ -104,11 +113,19 @@ class Problems:
             return _json(error.status, body, {"Cache-Control": "no-store"})
         if isinstance(error, Unauthorized):
             return _unauthorized(request, error.message)
-        if isinstance(error, TooManyRequests):
-            response = _message(request, 429, error.message)
+        if isinstance(error, TooManyRequests | Unavailable):
+            response = _message(request, error.status, error.message)
             response.headers["Retry-After"] = str(error.retry_after_seconds)
             return response
         return _message(request, error.status, error.message)
+
+    def database_unavailable(
+        self, request: ConnexionRequest, error: Exception
+    ) -> ConnexionResponse:
+        logger.warning("database unavailable on %s %s: %s", request.method, request.url.path, error)
+        return self.keyplane_error(
+            request, Unavailable(DATABASE_UNAVAILABLE, deadline.RETRY_AFTER_SECONDS)
+        )
 
     def not_authenticated(self, request: ConnexionRequest, _: Exception) -> ConnexionResponse:
         return _unauthorized(request, access.NOT_AUTHENTICATED)
@@ -181,9 +198,27 @@ def _template(path: str, item: dict[str, Any]) -> _PathTemplate:
     )
 
 
-def _is_console(request: ConnexionRequest) -> bool:
-    path: str = request.url.path
+def is_console(path: str) -> bool:
     return path == CONSOLE_PREFIX or path.startswith(CONSOLE_PREFIX + "/")
+
+
+def _is_console(request: ConnexionRequest) -> bool:
+    return is_console(request.url.path)
+
+
+def message_body(path: str, status: int, message: str) -> bytes:
+    """An error's body in the shape of the surface that ``path`` belongs to."""
+    if is_console(path):
+        return json.dumps({"error": _CONSOLE_MESSAGES.get(status, message)}).encode()
+    return json.dumps({"detail": message}).encode()
+
+
+def timed_out(path: str) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """The 503 of a request that ran out of time (``keyplane.deadline``)."""
+    return message_body(path, 503, deadline.MESSAGE), [
+        (b"content-type", b"application/json"),
+        (b"retry-after", str(deadline.RETRY_AFTER_SECONDS).encode()),
+    ]
 
 
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> ConnexionResponse:
@@ -196,9 +231,12 @@ def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Conn
 
 
 def _message(request: ConnexionRequest, status: int, message: str) -> ConnexionResponse:
-    if _is_console(request):
-        return _json(status, {"error": _CONSOLE_MESSAGES.get(status, message)})
-    return _json(status, {"detail": message})
+    return ConnexionResponse(
+        status_code=status,
+        mimetype="application/json",
+        body=message_body(request.url.path, status, message),
+        headers={},
+    )
 
 
 def _unauthorized(request: ConnexionRequest, message: str) -> ConnexionResponse:

@@ -13,25 +13,16 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import Any
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from handlers import _context
 from keyplane import metrics
 
 logger = logging.getLogger("keyplane.requests")
 _ACCEPTABLE_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
-_current: ContextVar[dict[str, Any]] = ContextVar("keyplane_request_log")
-
-
-def note(**fields: Any) -> None:
-    """Add fields (``account_id``, ``principal``) to the running request's log line."""
-    line = _current.get(None)
-    if line is not None:
-        line.update(fields)
 
 
 class RequestLog:
@@ -52,8 +43,7 @@ class RequestLog:
             return
         given = Headers(scope=scope).get("x-request-id", "")
         request_id = given if _ACCEPTABLE_ID.match(given) else uuid.uuid4().hex
-        line: dict[str, Any] = {"account_id": None, "principal": None, "operation_id": None}
-        token = _current.set(line)
+        facts, token = _context.start_facts()
         status = 500
         started = time.perf_counter()
 
@@ -67,9 +57,9 @@ class RequestLog:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            _current.reset(token)
+            _context.end_facts(token)
             duration = time.perf_counter() - started
-            operation, _, route = self.routes.get(line["operation_id"] or "", "").partition(" ")
+            operation, _, route = self.routes.get(facts.operation_id or "", "").partition(" ")
             metrics.REQUESTS.labels(operation or "unmatched", str(status)).inc()
             metrics.LATENCY.labels(operation or "unmatched").observe(duration)
             if self.pool_in_use is not None:
@@ -83,8 +73,8 @@ class RequestLog:
                         "route": route.split(" ", 1)[1] if route else None,
                         "status": status,
                         "duration_ms": round(duration * 1000, 3),
-                        "account_id": line["account_id"],
-                        "principal": line["principal"],
+                        "account_id": facts.account_id,
+                        "principal": facts.principal,
                     }
                 )
             )

@@ -1,11 +1,10 @@
-"""Test fixtures: a real database per run (SQLite or PostgreSQL), one transaction per test.
+"""Test fixtures: a real database per run (SQLite or PostgreSQL), emptied after each test.
 
 Run once per database: ``pytest --db sqlite`` and ``pytest --db postgresql`` (``make
 test`` runs both). PostgreSQL gets a freshly created database for the run, dropped at
-the end. Each test runs inside a transaction on one connection; the app's request
-sessions join it through savepoints (SQLAlchemy's "join_transaction_mode" recipe),
-and the test's end rolls everything back. Tests that need real commits (files on disk,
-several processes) ask for ``fresh_database_url`` instead.
+the end. The app is built once per run and serves every in-process test; its requests
+commit, and each test's rows are deleted when it ends. Tests that need a database of
+their own (migrations, several server processes) ask for ``fresh_database_url``.
 """
 
 from __future__ import annotations
@@ -16,16 +15,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Connection, Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.testclient import TestClient
 
 import db.migrate
+from db.crypto import Secrets
 from db.engine import make_engine
-from keyplane.app import create_app
-from keyplane.crypto import Secrets
-from keyplane.settings import Settings
+from db.models import Base
+from db.settings import Settings
+from keyplane.app import Keyplane, create_app
 from tests.factories import Factory
 
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -109,6 +110,14 @@ def fresh_database_url(db_kind: str, tmp_path: Path) -> Iterator[str]:
     _drop_database(url)
 
 
+@pytest.fixture(scope="module")
+def module_database_url(db_kind: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Like ``fresh_database_url``, shared by one module's tests (a live server's)."""
+    url = _new_database(db_kind, tmp_path_factory.mktemp("module-db"))
+    yield url
+    _drop_database(url)
+
+
 @pytest.fixture(scope="session")
 def engine(database_url: str) -> Iterator[Engine]:
     engine = make_engine(database_url)
@@ -117,35 +126,22 @@ def engine(database_url: str) -> Iterator[Engine]:
     engine.dispose()
 
 
-@pytest.fixture
-def connection(engine: Engine) -> Iterator[Connection]:
-    with engine.connect() as connection:
-        transaction = connection.begin()
-        yield connection
-        transaction.rollback()
+@pytest.fixture(autouse=True)
+def _clean_database(engine: Engine) -> Iterator[None]:
+    """Each test starts from an empty (migrated) database: requests really commit.
 
-
-class _CurrentTestSessions:
-    """The one app of the run opens its sessions in whichever test is running."""
-
-    factory: sessionmaker[Session] | None = None
-
-    def __call__(self) -> Session:
-        assert self.factory is not None, "a request outside any test's transaction"
-        return self.factory()
-
-
-_current_test_sessions = _CurrentTestSessions()
+    Tests commit for real, as the service does, because the data plane reads on
+    connections of its own: a test's uncommitted transaction would be invisible to it.
+    """
+    yield
+    with engine.begin() as connection:
+        for table in reversed(Base.metadata.sorted_tables):
+            connection.execute(table.delete())
 
 
 @pytest.fixture
-def sessions(connection: Connection) -> Iterator[sessionmaker[Session]]:
-    factory = sessionmaker(
-        bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
-    )
-    _current_test_sessions.factory = factory
-    yield factory
-    _current_test_sessions.factory = None
+def sessions(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
 
 
 @pytest.fixture(scope="session")
@@ -154,22 +150,18 @@ def settings(database_url: str) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def shared_app(settings: Settings):  # type: ignore[no-untyped-def]
+def app(settings: Settings, engine: Engine) -> Keyplane:
     """Built once a run (Connexion takes half a second to read the spec)."""
-    return create_app(settings, sessions=_current_test_sessions)
+    return create_app(settings)
 
 
-@pytest.fixture
-def app(shared_app, sessions: sessionmaker[Session]):  # type: ignore[no-untyped-def]
-    return shared_app
-
-
-@pytest.fixture
-def client(app):  # type: ignore[no-untyped-def]
+@pytest.fixture(scope="session")
+def client(app: Keyplane) -> Iterator[TestClient]:
+    """One client for the run: the app starts (its lifespan) once, as a worker does."""
     with app.test_client() as client:
         yield client
 
 
 @pytest.fixture
-def factory(sessions: sessionmaker[Session], settings: Settings) -> Factory:
-    return Factory(sessions, Secrets.derive(settings.secret_key))
+def factory(engine: Engine, settings: Settings) -> Factory:
+    return Factory.from_engine(engine, Secrets.derive(settings.secret_key))

@@ -14,8 +14,8 @@ import db.accounts
 import db.api_keys
 import db.audit
 import db.users
+from db import crypto
 from db.models import Account, ApiKey, Role, User
-from keyplane import crypto
 
 PASSWORD = "correct-horse-battery-staple"
 _names = itertools.count(1)

@@ -11,9 +11,9 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from db.crypto import Secrets
 from db.engine import make_engine
 from db.models import Account, AuditEvent, User
-from keyplane.crypto import Secrets
 from tests.factories import Factory
 from tests.servers import KEYPLANE, keyplane_env, serving, wait_until_up
 

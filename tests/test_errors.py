@@ -1,14 +1,19 @@
-"""Errors outside any one operation: 500s, 404/405 on unknown routes, broken bodies."""
+"""Errors outside any one operation: 500s, 503s, 404/405 on unknown routes, broken bodies."""
 
 from __future__ import annotations
 
 import logging
+import time
 
 import pytest
 from sqlalchemy import Connection
 
 from db.models import Role
+from db.settings import Settings
+from keyplane.app import create_app
+from tests.conftest import TEST_SECRET
 from tests.factories import PASSWORD
+from tests.servers import free_port
 from tests.test_spec import _operations
 
 
@@ -46,35 +51,69 @@ CONSOLE_BODY = {"description": "string", "flatPermissionsList": ["readApplicatio
 
 
 # Exceptions by design: /healthz and /metrics never touch the database, and /readyz
-# answers its failure as a 503 (tests/handlers/test_health.py).
+# answers its failure as a 503 of its own (tests/handlers/test_health.py).
 WITHOUT_DATABASE = {"health.live", "health.ready", "metrics.get"}
+WITH_DATABASE = [
+    op["operationId"] for _, _, op in _operations() if op["operationId"] not in WITHOUT_DATABASE
+]
 
 
-@pytest.mark.parametrize(
-    "operation_id",
-    [op["operationId"] for _, _, op in _operations() if op["operationId"] not in WITHOUT_DATABASE],
-)
-def test_500_when_the_database_fails_mid_request(
-    client, factory, monkeypatch, caplog, operation_id
+def _shape(path: str, console: str, v1: str) -> dict:
+    return {"error": console} if path.startswith("/apikeys") else {"detail": v1}
+
+
+@pytest.mark.parametrize("operation_id", WITH_DATABASE)
+def test_500_for_an_unexpected_error_mid_request(
+    app, client, factory, monkeypatch, caplog, operation_id
 ):
     account = factory.account()
     admin = factory.user(account, Role.ADMIN)
     key, full_key = factory.api_key(admin, account)
     method, path, kwargs = _request_for(operation_id, key.id, full_key)
 
-    def database_gone(*args, **kwargs):
-        raise ConnectionError("the database went away")
+    def bug(*args, **kwargs):
+        raise RuntimeError("a bug, with a secret in its message")
 
-    monkeypatch.setattr(Connection, "execute", database_gone)
+    monkeypatch.setattr(Connection, "execute", bug)
+    monkeypatch.setattr(type(app.service.runtime.lookups), "_fetch", bug)
     with caplog.at_level(logging.ERROR, logger="keyplane.errors"):
         response = client.request(method, path, headers=factory.auth(admin), **kwargs)
     assert response.status_code == 500
-    if path.startswith("/apikeys"):
-        assert response.json() == {"error": "Internal server error"}
+    assert response.json() == _shape(path, "Internal server error", "Internal Server Error")
+    assert "Traceback" not in response.text and "secret" not in response.text
+    assert any("a bug" in str(r.exc_info[1]) for r in caplog.records if r.exc_info)
+
+
+@pytest.fixture(scope="module")
+def app_without_database(db_kind, tmp_path_factory):
+    """The service pointed at a database that is not there (no such server, no such dir)."""
+    if db_kind == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('gone') / 'no-such-dir' / 'keyplane.db'}"
     else:
-        assert response.json() == {"detail": "Internal Server Error"}
-    assert "Traceback" not in response.text and "went away" not in response.text
-    assert any("went away" in str(r.exc_info[1]) for r in caplog.records if r.exc_info)
+        url = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/gone"
+    app = create_app(Settings(database_url=url, secret_key=TEST_SECRET, validate_responses=True))
+    with app.test_client() as client:
+        yield client
+
+
+@pytest.mark.parametrize("operation_id", WITH_DATABASE)
+def test_503_with_retry_after_when_the_database_is_unavailable(
+    app_without_database, factory, operation_id
+):
+    account = factory.account()
+    admin = factory.user(account, Role.ADMIN)
+    key, full_key = factory.api_key(admin, account)
+    method, path, kwargs = _request_for(operation_id, key.id, full_key)
+    started = time.monotonic()
+    response = app_without_database.request(method, path, headers=factory.auth(admin), **kwargs)
+    assert time.monotonic() - started < 5
+    assert response.status_code == 503
+    assert int(response.headers["Retry-After"]) > 0
+    assert response.json() == _shape(
+        path,
+        "The database is unavailable or busy; try again shortly",
+        "The database is unavailable or busy; try again shortly",
+    )
 
 
 def test_405_lists_the_methods_the_spec_declares(client):

@@ -9,11 +9,11 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 import db.migrate
+from db.crypto import Secrets
 from db.engine import make_engine
 from db.models import Base, Role
+from db.settings import Settings
 from keyplane.app import create_app
-from keyplane.crypto import Secrets
-from keyplane.settings import Settings
 from tests.conftest import TEST_SECRET
 from tests.factories import Factory
 

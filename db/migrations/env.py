@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 from alembic import context
 from sqlalchemy import Connection
 
 from db.engine import make_engine
 from db.models import Base
-from keyplane.settings import Settings
+from db.settings import DEFAULT_DATABASE_URL
 
 
 def _run(connection: Connection) -> None:
@@ -24,6 +26,8 @@ connection = context.config.attributes.get("connection")
 if connection is not None:
     _run(connection)
 else:
-    url = context.config.get_main_option("sqlalchemy.url") or Settings.from_env().database_url
+    url = context.config.get_main_option("sqlalchemy.url") or os.environ.get(
+        "KEYPLANE_DATABASE_URL", DEFAULT_DATABASE_URL
+    )
     with make_engine(url).begin() as new_connection:
         _run(new_connection)

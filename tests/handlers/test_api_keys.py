@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from db import crypto
 from db.models import ApiKey, Role
-from keyplane import crypto
 
 SEED_002_FIELDS = {
     "id",
@@ -573,6 +573,12 @@ class TestRotate:
         response = self._rotate(client, factory, admin, key[0].id)
         assert response.status_code == 409
         assert response.json() == {"detail": "A revoked key cannot be rotated"}
+
+    def test_409_for_an_expired_key(self, client, factory, acme, admin):
+        expired, _ = factory.api_key(admin, acme, expires_at=datetime.now(UTC) - timedelta(1))
+        response = self._rotate(client, factory, admin, expired.id)
+        assert response.status_code == 409
+        assert response.json() == {"detail": "An expired key cannot be rotated"}
 
     def test_415_for_a_form_body(self, client, factory, admin, key):
         response = client.post(

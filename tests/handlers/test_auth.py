@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
-from db.models import LoginFailure, Role, User
+from db.models import AuditEvent, LoginThrottle, Role, User
 from tests.factories import PASSWORD
 
 
@@ -125,6 +125,44 @@ class TestToken:
         assert _login(client, "alice", PASSWORD).status_code == 429
         with sessions() as session, session.begin():
             session.execute(
-                update(LoginFailure).values(failed_at=datetime.now(UTC) - timedelta(minutes=16))
+                update(LoginThrottle).values(
+                    window_started_at=datetime.now(UTC) - timedelta(minutes=16)
+                )
             )
         assert _login(client, "alice", PASSWORD).status_code == 200
+
+    def test_windows_that_ended_are_purged_and_usernames_never_stored(
+        self, client, sessions, alice
+    ):
+        self._fail(client, "alice")
+        self._fail(client, "my-password-typed-as-a-name")
+        with sessions() as session, session.begin():
+            rows = session.scalars(select(LoginThrottle)).all()
+            assert len(rows) == 2
+            assert not {"alice", "my-password-typed-as-a-name"} & {r.subject for r in rows}
+            events = session.scalars(select(AuditEvent)).all()
+            assert "my-password-typed-as-a-name" not in repr(
+                [(e.target_id, e.changes) for e in events]
+            )
+            session.execute(
+                update(LoginThrottle).values(
+                    window_started_at=datetime.now(UTC) - timedelta(minutes=16)
+                )
+            )
+        self._fail(client, "someone-else")
+        with sessions() as session:
+            assert len(session.scalars(select(LoginThrottle)).all()) == 1
+
+    def test_a_failed_login_names_the_user_as_target_not_actor(self, client, sessions, alice):
+        self._fail(client, "alice")
+        _login(client, "alice", PASSWORD)
+        with sessions() as session:
+            events = session.scalars(
+                select(AuditEvent).where(AuditEvent.action.like("login.%")).order_by(AuditEvent.id)
+            ).all()
+        assert [
+            (e.action, e.actor_type, e.actor_id, e.target_type, e.target_id) for e in events
+        ] == [
+            ("login.failed", "anonymous", None, "user", str(alice.id)),
+            ("login.succeeded", "user", alice.id, "user", str(alice.id)),
+        ]

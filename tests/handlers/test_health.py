@@ -8,19 +8,26 @@ from sqlalchemy import event
 
 import db.migrate
 from db.engine import make_engine
+from db.settings import Settings
 from keyplane.app import create_app
-from keyplane.settings import Settings
 from tests.conftest import TEST_SECRET
 
 
 class TestLive:
-    def test_200_without_touching_the_database(self, client, connection):
+    def test_200_without_touching_the_database(self, app, client):
         statements: list[str] = []
-        event.listen(connection, "before_cursor_execute", lambda *a: statements.append(a[2]))
-        response = client.get("/healthz")
+        engine = app.service.engine
+        listener = lambda *a: statements.append(a[2])  # noqa: E731
+        event.listen(engine, "before_cursor_execute", listener)
+        lookups = app.service.runtime.lookups.queries
+        try:
+            response = client.get("/healthz")
+        finally:
+            event.remove(engine, "before_cursor_execute", listener)
         assert response.status_code == 200
         assert response.json() == {"status": "ok"}
         assert statements == []
+        assert app.service.runtime.lookups.queries == lookups
 
 
 class TestReady:

@@ -71,6 +71,7 @@ class Secrets:
 
     key_hashing: bytes
     token_signing: bytes
+    login_throttling: bytes
 
     @classmethod
     def derive(cls, server_secret: str) -> Secrets:
@@ -78,10 +79,15 @@ class Secrets:
         return cls(
             key_hashing=hmac.digest(root, b"keyplane api-key digest v1", "sha256"),
             token_signing=hmac.digest(root, b"keyplane user-token signing v1", "sha256"),
+            login_throttling=hmac.digest(root, b"keyplane login throttle v1", "sha256"),
         )
 
     def api_key_digest(self, key: str) -> str:
         return hmac.new(self.key_hashing, key.encode(), hashlib.sha256).hexdigest()
+
+    def login_subject(self, username: str) -> str:
+        """What the login throttle and audit trail know of a username: a keyed hash."""
+        return hmac.new(self.login_throttling, username.encode(), hashlib.sha256).hexdigest()
 
     def issue_user_token(self, user_id: int, ttl: timedelta, now: datetime | None = None) -> str:
         issued = now or datetime.now(UTC)

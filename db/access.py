@@ -1,7 +1,7 @@
 """Who is calling (authentication) and in which account, with which role (access).
 
 Pure of any web framework: the security functions and the handlers call it with
-header values; the rules of DESIGN.md §2 live here once.
+header values; the rules of the README's "Credentials" and "Account" live here once.
 """
 
 from __future__ import annotations
@@ -9,15 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy.orm import Session
-
-import db.accounts
 import db.api_keys
 import db.audit
-import db.users
-from db.models import KeyStatus, Role
-from keyplane import crypto
-from keyplane.errors import Forbidden, Unauthorized
+from db import crypto
+from db.errors import Forbidden, Unauthorized
+from db.lookups import Code, Lookups, judge
+from db.models import Role
 
 NOT_AUTHENTICATED = "Not authenticated"
 INVALID_CREDENTIALS = "Could not validate credentials"
@@ -31,6 +28,8 @@ class Principal:
     user_id: int
     key_id: int | None = None
     key_account_id: int | None = None
+    # A user's accounts and roles, oldest first, as read when the request began.
+    memberships: tuple[tuple[int, Role], ...] = ()
 
     @property
     def is_api_key(self) -> bool:
@@ -91,8 +90,8 @@ class Actor:
         return self
 
 
-def authenticate(
-    session: Session,
+async def authenticate(
+    lookups: Lookups,
     secrets: crypto.Secrets,
     *,
     authorization: str | None,
@@ -110,42 +109,42 @@ def authenticate(
         credentials.append(value.strip())
     if not credentials:
         raise Unauthorized(NOT_AUTHENTICATED)
-    principals = [_principal(session, secrets, credential, now) for credential in credentials]
+    principals = [await _principal(lookups, secrets, credential, now) for credential in credentials]
     return next((p for p in principals if p.is_api_key), principals[0])
 
 
-def _principal(
-    session: Session, secrets: crypto.Secrets, credential: str, now: datetime
+async def _principal(
+    lookups: Lookups, secrets: crypto.Secrets, credential: str, now: datetime
 ) -> Principal:
     if credential.startswith(crypto.API_KEY_PREFIX):
         if not crypto.is_well_formed_api_key(credential):
             raise Unauthorized(INVALID_CREDENTIALS)
-        match = db.api_keys.by_secret(session, secrets.api_key_digest(credential), now)
-        if match is None or match.key.status_at(now) is not KeyStatus.ACTIVE:
+        found = await lookups.key(secrets.api_key_digest(credential))
+        if found is None or judge(found, (), now) is not Code.VALID or not found.owner_active:
             raise Unauthorized(INVALID_CREDENTIALS)
-        key = match.key
-        if db.users.active(session, key.user_id) is None:
-            raise Unauthorized(INVALID_CREDENTIALS)
-        return Principal(user_id=key.user_id, key_id=key.id, key_account_id=key.account_id)
+        return Principal(
+            user_id=found.user_id, key_id=found.key_id, key_account_id=found.account_id
+        )
     user_id = secrets.user_id_from_token(credential)
-    if user_id is None or db.users.active(session, user_id) is None:
+    user = await lookups.user(user_id) if user_id is not None else None
+    if user is None or not user.active:
         raise Unauthorized(INVALID_CREDENTIALS)
-    return Principal(user_id=user_id)
+    return Principal(user_id=user.user_id, memberships=user.memberships)
 
 
-def resolve_actor(session: Session, principal: Principal, account_header: str | None) -> Actor:
-    """DESIGN.md §2: the x-account-id header when given, else the caller's first account."""
+def resolve_actor(principal: Principal, account_header: str | None) -> Actor:
+    """The x-account-id header when given, else the caller's first account."""
     if principal.key_account_id is not None:
         if account_header is not None and account_header != str(principal.key_account_id):
             raise Forbidden("This API key does not belong to that account")
         return Actor(principal, principal.key_account_id, role=None)
-    memberships = db.accounts.memberships_of(session, principal.user_id)
+    memberships = principal.memberships
     if account_header is None:
         if not memberships:
             raise Forbidden("You are not a member of any account")
-        account, role = memberships[0]
-        return Actor(principal, account.id, role)
-    for account, role in memberships:
-        if str(account.id) == account_header:
-            return Actor(principal, account.id, role)
+        account_id, role = memberships[0]
+        return Actor(principal, account_id, role)
+    for account_id, role in memberships:
+        if str(account_id) == account_header:
+            return Actor(principal, account_id, role)
     raise Forbidden("You are not a member of that account")

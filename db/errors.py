@@ -75,6 +75,17 @@ class TooManyRequests(KeyplaneError):
         self.retry_after_seconds = retry_after_seconds
 
 
+class Unavailable(KeyplaneError):
+    """Something the request needs (the database, a password-hashing slot) cannot answer
+    in time; nothing was changed, and the client may try again after a moment."""
+
+    status = 503
+
+    def __init__(self, message: str, retry_after_seconds: int = 2) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+
 class OAuthError(KeyplaneError):
     """RFC 6749 §5.2 errors of the token endpoint: ``{"error": code, ...}``."""
 

@@ -1,0 +1,291 @@
+"""The lookups on every request: verification's, and authentication's.
+
+Each is one indexed query, built once per database from the models and run on a
+connection the worker keeps open: inline on SQLite (an indexed read costs less than a
+hop to a thread) and through asyncpg's pool on PostgreSQL, so the event loop never
+blocks on the network. There is no ORM session and nothing is cached: revocation,
+expiry, permission changes, rotation and a disabled user show on the very next
+request, on every worker. Nothing here writes; last use is noted in memory
+(``db.usage``) and written by a background flusher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from sqlalchemy import Select, bindparam, func, literal_column, or_, select
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.dialects.postgresql import asyncpg as postgresql_asyncpg
+from sqlalchemy.engine import URL, Dialect, make_url
+
+from db.engine import Limits, postgresql_server_settings
+from db.errors import Unavailable
+from db.models import ApiKey, ApiKeyPermission, Membership, Role, User
+
+UNAVAILABLE = "The database is unavailable or busy; try again shortly"
+
+
+class Code(enum.StrEnum):
+    VALID = "VALID"
+    NOT_FOUND = "NOT_FOUND"
+    EXPIRED = "EXPIRED"
+    REVOKED = "REVOKED"
+    INSUFFICIENT_PERMISSIONS = "INSUFFICIENT_PERMISSIONS"
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """A key as verification sees it; ``by_current_secret`` is False for a rotated-out one."""
+
+    key_id: int
+    account_id: int
+    user_id: int
+    by_current_secret: bool
+    previous_secret_expires_at: datetime | None
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+    permissions: tuple[str, ...]
+    owner_active: bool
+
+
+@dataclass(frozen=True, slots=True)
+class UserFound:
+    """A user as authentication sees it, with their accounts, oldest membership first."""
+
+    user_id: int
+    active: bool
+    memberships: tuple[tuple[int, Role], ...]
+
+
+def judge(found: Found | None, required: Sequence[str], now: datetime) -> Code:
+    """The verdict on a key (None: no key has that secret)."""
+    if found is None:
+        return Code.NOT_FOUND
+    if not found.by_current_secret:
+        grace_ends = found.previous_secret_expires_at
+        if grace_ends is None or grace_ends <= now:
+            return Code.NOT_FOUND
+    if found.revoked_at is not None:
+        return Code.REVOKED
+    if found.expires_at is not None and found.expires_at <= now:
+        return Code.EXPIRED
+    if not set(required) <= set(found.permissions):
+        return Code.INSUFFICIENT_PERMISSIONS
+    return Code.VALID
+
+
+def _key_query(permissions: Any) -> Select[Any]:
+    key, links, users = ApiKey.__table__.c, ApiKeyPermission.__table__.c, User.__table__.c
+    digest = bindparam("digest", type_=key.key_digest.type)
+    held = select(permissions).where(links.api_key_id == key.id).scalar_subquery()
+    return (
+        select(
+            key.id,
+            key.account_id,
+            key.user_id,
+            (key.key_digest == digest).label("by_current_secret"),
+            key.previous_key_expires_at,
+            key.expires_at,
+            key.revoked_at,
+            key.last_used_at,
+            held.label("permissions"),
+            users.is_active,
+        )
+        .join_from(ApiKey.__table__, User.__table__, users.id == key.user_id)
+        .where(or_(key.key_digest == digest, key.previous_key_digest == digest))
+    )
+
+
+def _user_query() -> Select[Any]:
+    users, memberships = User.__table__.c, Membership.__table__.c
+    return (
+        select(users.is_active, memberships.account_id, memberships.role)
+        .join_from(
+            User.__table__, Membership.__table__, memberships.user_id == users.id, isouter=True
+        )
+        .where(users.id == bindparam("user_id", type_=users.id.type))
+        .order_by(memberships.created_at, memberships.account_id)
+    )
+
+
+class Lookups(Protocol):
+    """The per-request reads: a key by the digest of its secret, a user by id."""
+
+    queries: int  # how many it has run: a malformed key must cost none
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def key(self, digest: str) -> Found | None: ...
+
+    async def user(self, user_id: int) -> UserFound | None: ...
+
+
+def lookups_for(database_url: str | URL, limits: Limits) -> Lookups:
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        return SqliteLookups(url.database or ":memory:", limits)
+    return PostgresLookups(url, limits)
+
+
+def _compiled(statement: Select[Any], dialect: Dialect) -> str:
+    return str(statement.compile(dialect=dialect))
+
+
+class _Rows:
+    """What both drivers share: rows turned into records."""
+
+    queries = 0
+
+    def _time(self, value: Any) -> datetime | None:
+        return value  # type: ignore[no-any-return]
+
+    def _key(self, row: Sequence[Any], permissions: Sequence[str]) -> Found:
+        return Found(
+            key_id=row[0],
+            account_id=row[1],
+            user_id=row[2],
+            by_current_secret=bool(row[3]),
+            previous_secret_expires_at=self._time(row[4]),
+            expires_at=self._time(row[5]),
+            revoked_at=self._time(row[6]),
+            last_used_at=self._time(row[7]),
+            permissions=tuple(sorted(permissions)),
+            owner_active=bool(row[9]),
+        )
+
+    @staticmethod
+    def _user(user_id: int, rows: Sequence[Sequence[Any]]) -> UserFound | None:
+        if not rows:
+            return None
+        memberships = tuple((row[1], Role(row[2])) for row in rows if row[1] is not None)
+        return UserFound(user_id, bool(rows[0][0]), memberships)
+
+
+class SqliteLookups(_Rows):
+    """One read-only connection per worker, used inline on the event loop.
+
+    An indexed read in WAL mode takes microseconds and never waits for writers, so a
+    thread hop would cost more than it saves.
+    """
+
+    _dialect = sqlite.dialect(paramstyle="named")
+    _KEY = _compiled(
+        _key_query(
+            func.group_concat(ApiKeyPermission.__table__.c.permission_id, literal_column("' '"))
+        ),
+        _dialect,
+    )
+    _USER = _compiled(_user_query(), _dialect)
+
+    def __init__(self, path: str, limits: Limits) -> None:
+        self.path = path
+        self.busy_ms = int(limits.statement_seconds * 1000)
+        self._connection: sqlite3.Connection | None = None
+
+    async def open(self) -> None:
+        """Nothing to do yet: the first lookup connects (start-up never waits for it)."""
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def _time(self, value: Any) -> datetime | None:
+        # SQLAlchemy stores UTC as "YYYY-MM-DD HH:MM:SS.ffffff" on SQLite (db.models).
+        return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+    def _fetch(self, sql: str, parameters: dict[str, Any]) -> list[Any]:
+        self.queries += 1
+        try:
+            if self._connection is None:
+                connection = sqlite3.connect(
+                    self.path, check_same_thread=False, isolation_level=None
+                )
+                connection.execute(f"PRAGMA busy_timeout = {self.busy_ms}")
+                connection.execute("PRAGMA query_only = ON")
+                self._connection = connection
+            return self._connection.execute(sql, parameters).fetchall()
+        except sqlite3.Error as error:
+            raise Unavailable(UNAVAILABLE) from error
+
+    async def key(self, digest: str) -> Found | None:
+        rows = self._fetch(self._KEY, {"digest": digest})
+        if not rows:
+            return None
+        return self._key(rows[0], rows[0][8].split(" ") if rows[0][8] else ())
+
+    async def user(self, user_id: int) -> UserFound | None:
+        return self._user(user_id, self._fetch(self._USER, {"user_id": user_id}))
+
+
+class PostgresLookups(_Rows):
+    """asyncpg's pool: statements prepared once per connection, the loop never blocks."""
+
+    _dialect = postgresql_asyncpg.dialect()  # type: ignore[no-untyped-call]
+    _KEY = _compiled(
+        _key_query(func.array_agg(ApiKeyPermission.__table__.c.permission_id)), _dialect
+    )
+    _USER = _compiled(_user_query(), _dialect)
+
+    def __init__(self, url: URL, limits: Limits) -> None:
+        self.url = url
+        self.limits = limits
+        # A pool belongs to the event loop that made it: one per loop (a worker has one;
+        # tests may run the same app on two, as Schemathesis does beside a test client).
+        self._pools: dict[asyncio.AbstractEventLoop, Any] = {}
+
+    async def open(self) -> None:
+        """Nothing to do yet: the first lookup connects (start-up never waits for it)."""
+
+    async def close(self) -> None:
+        pool = self._pools.pop(asyncio.get_running_loop(), None)
+        if pool is not None:
+            await pool.close()
+
+    async def _pool(self) -> Any:
+        import asyncpg
+
+        loop = asyncio.get_running_loop()
+        pool = self._pools.get(loop)
+        if pool is None:
+            pool = self._pools[loop] = await asyncpg.create_pool(
+                host=self.url.host,
+                port=self.url.port,
+                user=self.url.username,
+                password=self.url.password,
+                database=self.url.database,
+                min_size=0,
+                max_size=self.limits.pool_size,
+                timeout=self.limits.connect_seconds,
+                command_timeout=self.limits.statement_seconds,
+                server_settings=postgresql_server_settings(self.limits),
+            )
+        return pool
+
+    async def _fetch(self, sql: str, *arguments: Any) -> list[Any]:
+        import asyncpg
+
+        self.queries += 1
+        try:
+            # Waiting for a pooled connection counts too: all of it within one budget.
+            async with asyncio.timeout(self.limits.statement_seconds):
+                pool = await self._pool()
+                return list(await pool.fetch(sql, *arguments))
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            raise Unavailable(UNAVAILABLE) from error
+
+    async def key(self, digest: str) -> Found | None:
+        rows = await self._fetch(self._KEY, digest)
+        return self._key(rows[0], rows[0][8] or ()) if rows else None
+
+    async def user(self, user_id: int) -> UserFound | None:
+        return self._user(user_id, await self._fetch(self._USER, user_id))

@@ -1,0 +1,90 @@
+"""What a handler knows about its request beyond its parameters.
+
+The wiring (``keyplane``) binds these per request in context variables, which reach
+both the event loop and the worker thread that runs a handler. Handlers read them
+here; they never import the wiring.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar, Token
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import connexion
+from connexion.context import context
+
+from db import crypto
+from db.access import Actor, Principal, resolve_actor
+from db.lookups import Lookups
+from db.settings import Settings
+from db.usage import LastUsed
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """The service's long-lived parts, the same for every request of one process."""
+
+    settings: Settings
+    secrets: crypto.Secrets
+    lookups: Lookups  # verification's and authentication's reads, on long-lived connections
+    last_used: LastUsed = field(default_factory=LastUsed)
+
+    @staticmethod
+    def now() -> datetime:
+        return datetime.now(UTC)
+
+
+@dataclass
+class Facts:
+    """What the request log line tells about the caller, filled in as they become known."""
+
+    operation_id: str | None = None
+    principal: str | None = None
+    account_id: int | None = None
+
+
+_runtime: ContextVar[Runtime] = ContextVar("keyplane_runtime")
+_facts: ContextVar[Facts] = ContextVar("keyplane_request_facts")
+
+
+def runtime() -> Runtime:
+    return _runtime.get()
+
+
+def bind(runtime: Runtime) -> Token[Runtime]:
+    return _runtime.set(runtime)
+
+
+def unbind(token: Token[Runtime]) -> None:
+    _runtime.reset(token)
+
+
+def start_facts() -> tuple[Facts, Token[Facts]]:
+    facts = Facts()
+    return facts, _facts.set(facts)
+
+
+def end_facts(token: Token[Facts]) -> None:
+    _facts.reset(token)
+
+
+def note(**fields: Any) -> None:
+    """Add what became known (``principal``, ``account_id``) to the request's facts."""
+    facts = _facts.get(None)
+    if facts is not None:
+        for name, value in fields.items():
+            setattr(facts, name, value)
+
+
+def current_principal() -> Principal:
+    principal: Principal = context["token_info"]["principal"]
+    return principal
+
+
+def current_actor() -> Actor:
+    """The caller in the account the request acts in."""
+    actor = resolve_actor(current_principal(), connexion.request.headers.get("x-account-id"))
+    note(account_id=actor.account_id)
+    return actor

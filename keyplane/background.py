@@ -1,0 +1,52 @@
+"""Work each worker process does off the request path: writing last-use notes."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from sqlalchemy.exc import SQLAlchemyError
+
+import db.usage
+from db.session import Sessions
+from db.usage import LastUsed
+
+logger = logging.getLogger("keyplane.background")
+
+
+class Flusher:
+    """Writes the worker's ``last_used_at`` notes every ``interval`` s, and at shutdown."""
+
+    def __init__(self, last_used: LastUsed, sessions: Sessions, interval: float) -> None:
+        self.last_used = last_used
+        self.sessions = sessions
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="keyplane-last-used", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.flush()
+
+    def flush(self) -> None:
+        notes = self.last_used.take()
+        if not notes:
+            return
+        try:
+            with self.sessions.writing() as session, session.begin():
+                db.usage.write(session, notes)
+        except SQLAlchemyError as error:
+            # The database is busy or away: the notes wait for the next round.
+            logger.warning("last_used_at not written yet (%s); will retry", type(error).__name__)
+            self.last_used.give_back(notes)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.flush()

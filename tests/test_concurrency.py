@@ -1,0 +1,306 @@
+"""Concurrent clients against a live server with 2 workers: no 5xx, no lost or mixed write.
+
+Every operation that writes is raced here on the database of the run (SQLite or
+PostgreSQL), through real HTTP connections, as users race it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import random
+import socket
+import time
+from concurrent.futures import ProcessPoolExecutor
+from typing import ClassVar
+
+import pytest
+
+from tests.live import (
+    CATALOG,
+    Answer,
+    Live,
+    LoadClient,
+    Tally,
+    live_server,
+    probe,
+    run,
+    timed,
+)
+
+# The mixed-traffic soak: 30 s by default; longer with KEYPLANE_SOAK_SECONDS.
+SOAK_SECONDS = float(os.environ.get("KEYPLANE_SOAK_SECONDS", "30"))
+LOGIN_LIMIT = 10
+
+
+@pytest.fixture(scope="module")
+def live(module_database_url):
+    with live_server(module_database_url, KEYPLANE_LOGIN_MAX_FAILURES=str(LOGIN_LIMIT)) as live:
+        yield live
+
+
+def _v1_body(i: int) -> dict:
+    chosen = random.Random(i).sample(CATALOG, k=i % len(CATALOG))
+    return {
+        "description": f"body {i}",
+        "permissions": sorted(chosen),
+        "expires_at": f"2031-01-{i % 28 + 1:02d}T00:00:00Z",
+    }
+
+
+def _console_body(i: int) -> dict:
+    body = _v1_body(i)
+    return {
+        "description": body["description"],
+        "flatPermissionsList": body["permissions"],
+        "expiresAt": body["expires_at"],
+    }
+
+
+def _at_once(live: Live, method: str, url: str, bodies: list[dict]) -> list[Answer]:
+    """One request per body, all sent at once on their own connections."""
+
+    async def send() -> list[Answer]:
+        async with live.async_client(len(bodies)) as client:
+            return await asyncio.gather(
+                *(client.request(method, url, json=body, headers=live.auth) for body in bodies)
+            )
+
+    return run(send())
+
+
+class TestConcurrentWrites:
+    ROUNDS = 3
+
+    def test_64_concurrent_v1_patches_of_one_key_leave_exactly_one_body(self, live):
+        for _ in range(self.ROUNDS):
+            key = live.create_key(description="start")
+            bodies = [_v1_body(i) for i in range(64)]
+            responses = _at_once(live, "PATCH", f"/v1/api-keys/{key['id']}", bodies)
+            assert [r.status_code for r in responses] == [200] * 64, [
+                r.text for r in responses if r.status_code != 200
+            ][:3]
+            final = live.get_key(key["id"])
+            assert {f: final[f] for f in ("description", "permissions", "expires_at")} in bodies
+
+    def test_64_concurrent_console_patches_of_one_key_leave_exactly_one_body(self, live):
+        for _ in range(self.ROUNDS):
+            key = live.create_key(description="start")
+            bodies = [_console_body(i) for i in range(64)]
+            responses = _at_once(live, "PATCH", f"/apikeys/{key['id']}", bodies)
+            assert [r.status_code for r in responses] == [200] * 64, [
+                r.text for r in responses if r.status_code != 200
+            ][:3]
+            assert {r.json()["success"] for r in responses} == {True}
+            with live.client() as client:
+                final = client.get(f"/apikeys/{key['id']}", headers=live.auth).json()
+            shown = {f: final[f] for f in ("description", "flatPermissionsList", "expiresAt")}
+            assert shown in bodies
+
+    def test_64_concurrent_creates_are_all_distinct(self, live):
+        bodies = [{"description": f"c{i}"} for i in range(64)]
+        responses = _at_once(live, "POST", "/v1/api-keys", bodies)
+        assert [r.status_code for r in responses] == [201] * 64
+        created = [r.json() for r in responses]
+        for field in ("id", "key_prefix", "full_key"):
+            assert len({c[field] for c in created}) == 64
+        assert live.verify(created[0]["full_key"])["code"] == "VALID"
+
+
+class TestConcurrentRotations:
+    GRACE: ClassVar[dict[str, int]] = {"grace_period_seconds": 600}
+
+    def test_pairs_of_rotations_hand_out_two_working_secrets_or_a_409(self, live):
+        conflicts = 0
+        for _ in range(40):
+            key = live.create_key()
+            pair = _at_once(live, "POST", f"/v1/api-keys/{key['id']}/rotate", [self.GRACE] * 2)
+            statuses = sorted(r.status_code for r in pair)
+            assert statuses in ([200, 200], [200, 409]), [r.text for r in pair]
+            if statuses == [200, 409]:
+                conflicts += 1
+                continue
+            verdicts = [live.verify(r.json()["full_key"]) for r in pair]
+            assert [v["code"] for v in verdicts] == ["VALID", "VALID"]
+            # The later rotation's secret is current, the earlier one in its grace.
+            assert sorted(v["rotation"] is None for v in verdicts) == [False, True]
+            assert live.verify(key["full_key"])["code"] == "NOT_FOUND"
+        assert conflicts < 40
+
+    def test_20_concurrent_rotations_end_as_some_serial_order(self, live):
+        key = live.create_key()
+        responses = _at_once(live, "POST", f"/v1/api-keys/{key['id']}/rotate", [self.GRACE] * 20)
+        assert {r.status_code for r in responses} <= {200, 409}
+        secrets = [r.json()["full_key"] for r in responses if r.status_code == 200]
+        assert len(secrets) >= 2
+        verdicts = [live.verify(s) for s in [*secrets, key["full_key"]]]
+        current = [v for v in verdicts if v["code"] == "VALID" and v["rotation"] is None]
+        in_grace = [v for v in verdicts if v["code"] == "VALID" and v["rotation"] is not None]
+        assert len(current) == 1
+        assert len(in_grace) == 1
+        assert [v["code"] for v in verdicts].count("NOT_FOUND") == len(verdicts) - 2
+
+
+class TestRevocationUnderVerifyLoad:
+    def test_no_verify_started_after_a_revoke_answers_valid(self, live):
+        key = live.create_key()
+        seen: list[tuple[float, str]] = []
+        tally = Tally()
+
+        async def scenario() -> float:
+            stop = asyncio.Event()
+            async with live.async_client(40) as client:
+
+                async def verifier() -> None:
+                    deadline = time.monotonic() + 20
+                    while not stop.is_set() and time.monotonic() < deadline:
+                        started = time.monotonic()
+                        response = await timed(
+                            tally,
+                            lambda: client.post("/v1/keys/verify", json={"key": key["full_key"]}),
+                        )
+                        if response is not None and response.status_code == 200:
+                            seen.append((started, response.json()["code"]))
+
+                tasks = [asyncio.create_task(verifier()) for _ in range(32)]
+                await asyncio.sleep(1.0)
+                revoked = await client.delete(f"/v1/api-keys/{key['id']}", headers=live.auth)
+                assert revoked.status_code == 200, revoked.text
+                revoked_at = time.monotonic()
+                await asyncio.sleep(1.0)
+                stop.set()
+                await asyncio.gather(*tasks)
+                return revoked_at
+
+        revoked_at = run(scenario())
+        assert tally.server_errors == 0 and not tally.errors, str(tally)
+        after = [code for started, code in seen if started > revoked_at]
+        assert after and set(after) == {"REVOKED"}
+        assert "VALID" in {code for started, code in seen if started < revoked_at}
+
+    def test_100_revocations_under_full_verify_load_all_succeed(self, live):
+        keys = [live.create_key(description=f"r{i}") for i in range(100)]
+        hot = [live.create_key(description=f"hot{i}")["full_key"] for i in range(8)]
+        verifies, revokes = Tally(), Tally()
+
+        async def scenario() -> None:
+            stop = asyncio.Event()
+            async with live.async_client(48) as client:
+
+                async def verifier(n: int) -> None:
+                    deadline = time.monotonic() + 60
+                    while not stop.is_set() and time.monotonic() < deadline:
+                        await timed(
+                            verifies,
+                            lambda: client.post("/v1/keys/verify", json={"key": hot[n % 8]}),
+                        )
+
+                async def revoker(batch: list[dict]) -> None:
+                    for key in batch:
+                        await timed(
+                            revokes,
+                            lambda key=key: client.delete(
+                                f"/v1/api-keys/{key['id']}", headers=live.auth
+                            ),
+                        )
+
+                tasks = [asyncio.create_task(verifier(n)) for n in range(32)]
+                await asyncio.sleep(0.5)
+                await asyncio.gather(*(revoker(keys[i::8]) for i in range(8)))
+                stop.set()
+                await asyncio.gather(*tasks)
+
+        run(scenario())
+        assert revokes.statuses == {200: 100}, str(revokes)
+        assert verifies.server_errors == 0 and not verifies.errors, str(verifies)
+        assert {live.verify(k["full_key"])["code"] for k in keys} == {"REVOKED"}
+
+
+class TestLoginThrottle:
+    def test_64_concurrent_wrong_passwords_check_at_most_the_limit(self, live):
+        username, password = live.add_user()
+
+        async def send() -> list[Answer]:
+            form = {"grant_type": "password", "username": username, "password": "nope"}
+            async with live.async_client(64) as client:
+                return await asyncio.gather(
+                    *(client.post("/v1/auth/token", data=form) for _ in range(64))
+                )
+
+        responses = run(send())
+        statuses = [r.status_code for r in responses]
+        assert set(statuses) <= {400, 429}, statuses
+        assert statuses.count(400) <= LOGIN_LIMIT, statuses.count(400)
+        assert all(int(r.headers["Retry-After"]) > 0 for r in responses if r.status_code == 429)
+        right = live.login(username, password)
+        assert right.status_code == 429
+        assert int(right.headers["Retry-After"]) > 0
+
+
+def _slow_body_client(live: Live, stop: float) -> None:
+    """Sends a valid credential, then its body one byte at a time, until told to stop."""
+    port = int(live.base.rsplit(":", 1)[1])
+    body = b'{"description": "slow"}'
+    head = (
+        f"POST /v1/api-keys HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {live.token}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as slow:
+            slow.sendall(head)
+            for byte in body:
+                if time.monotonic() > stop:
+                    return
+                slow.sendall(bytes([byte]))
+                time.sleep(1.0)
+    except OSError:
+        return  # the server may hang up on a client this slow: that is its right
+
+
+def _mixed_request(client: LoadClient, live: Live, rng: random.Random, keys, n: int):
+    """Verify 60 %, list 15 %, PATCH 20 %, create 5 %: a busy API's day."""
+    key, kind = rng.choice(keys), rng.random()
+    if kind < 0.6:
+        return lambda: client.post("/v1/keys/verify", json={"key": key["full_key"]})
+    if kind < 0.75:
+        return lambda: client.get("/v1/api-keys", params={"limit": 5}, headers=live.auth)
+    if kind < 0.95:
+        return lambda: client.patch(
+            f"/v1/api-keys/{key['id']}", json={"description": f"w{n}"}, headers=live.auth
+        )
+    return lambda: client.post("/v1/api-keys", json={"description": f"n{n}"}, headers=live.auth)
+
+
+class TestMixedTrafficSoak:
+    def test_256_connections_of_mixed_traffic_no_5xx_no_timeouts_healthz_fast(self, live):
+        keys = [live.create_key(description=f"soak{i}") for i in range(32)]
+        tally = Tally()
+
+        async def scenario() -> Tally:
+            deadline = time.monotonic() + SOAK_SECONDS
+            loop = asyncio.get_running_loop()
+            slow = [
+                loop.run_in_executor(None, _slow_body_client, live, deadline) for _ in range(64)
+            ]
+            spawn = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(1, mp_context=spawn) as elsewhere:
+                health = loop.run_in_executor(elsewhere, probe, live.base, "/healthz", SOAK_SECONDS)
+                async with live.async_client(256, timeout=30) as client:
+
+                    async def worker(n: int) -> None:
+                        rng = random.Random(n)
+                        while time.monotonic() < deadline:
+                            await timed(tally, _mixed_request(client, live, rng, keys, n))
+
+                    await asyncio.gather(*(worker(n) for n in range(256)))
+                probed = await health
+            await asyncio.gather(*slow)
+            return probed
+
+        health = run(scenario())
+        assert tally.server_errors == 0 and not tally.errors, str(tally)
+        assert sum(tally.statuses.values()) > 1000, str(tally)
+        assert set(tally.statuses) <= {200, 201}, str(tally)
+        assert health.statuses.keys() == {200} and not health.errors, str(health)
+        assert health.slowest < 1.0, str(health)
