@@ -227,6 +227,17 @@ class SqliteLookups(_Rows):
         return self._user(user_id, self._fetch(self._USER, {"user_id": user_id}))
 
 
+_abandoned: set[asyncio.Future[Any]] = set()
+
+
+def _abandon(work: asyncio.Future[Any]) -> None:
+    """Cancel ``work`` without waiting for it; keep it referenced until it has unwound."""
+    work.cancel()
+    _abandoned.add(work)
+    work.add_done_callback(_abandoned.discard)
+    work.add_done_callback(lambda done: done.cancelled() or done.exception())
+
+
 class PostgresLookups(_Rows):
     """asyncpg's pool: statements prepared once per connection, the loop never blocks."""
 
@@ -275,13 +286,26 @@ class PostgresLookups(_Rows):
         import asyncpg
 
         self.queries += 1
+        # Waiting for a pooled connection counts too: all of it within one budget. Work
+        # that outlives it is abandoned, not awaited: cancelling a query on a database
+        # that does not answer can itself hang.
+        work = asyncio.ensure_future(self._fetch_now(sql, *arguments))
         try:
-            # Waiting for a pooled connection counts too: all of it within one budget.
-            async with asyncio.timeout(self.limits.statement_seconds):
-                pool = await self._pool()
-                return list(await pool.fetch(sql, *arguments))
+            done, _ = await asyncio.wait({work}, timeout=self.limits.statement_seconds)
+        except asyncio.CancelledError:
+            _abandon(work)
+            raise
+        if not done:
+            _abandon(work)
+            raise Unavailable(UNAVAILABLE)
+        try:
+            return work.result()
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
             raise Unavailable(UNAVAILABLE) from error
+
+    async def _fetch_now(self, sql: str, *arguments: Any) -> list[Any]:
+        pool = await self._pool()
+        return list(await pool.fetch(sql, *arguments))
 
     async def key(self, digest: str) -> Found | None:
         rows = await self._fetch(self._KEY, digest)

@@ -28,7 +28,8 @@ async def ready() -> tuple[dict[str, Any], int]:
     try:
         reason = await asyncio.wait_for(
             to_thread.run_sync(_check, abandon_on_cancel=True),
-            timeout=runtime().settings.request_timeout_seconds,
+            # Well within the request's budget: a probe wants an answer, not a hang.
+            timeout=runtime().settings.request_timeout_seconds / 2,
         )
     except TimeoutError:
         reason = "the database does not answer in time"
