@@ -15,6 +15,7 @@ from db import crypto
 from db.errors import Forbidden, Unauthorized
 from db.lookups import Code, Lookups, judge
 from db.models import Role
+from db.usage import Usage
 
 NOT_AUTHENTICATED = "Not authenticated"
 INVALID_CREDENTIALS = "Could not validate credentials"
@@ -92,6 +93,7 @@ class Actor:
 
 async def authenticate(
     lookups: Lookups,
+    usage: Usage,
     secrets: crypto.Secrets,
     *,
     authorization: str | None,
@@ -109,19 +111,23 @@ async def authenticate(
         credentials.append(value.strip())
     if not credentials:
         raise Unauthorized(NOT_AUTHENTICATED)
-    principals = [await _principal(lookups, secrets, credential, now) for credential in credentials]
+    principals = [
+        await _principal(lookups, usage, secrets, credential, now) for credential in credentials
+    ]
     return next((p for p in principals if p.is_api_key), principals[0])
 
 
 async def _principal(
-    lookups: Lookups, secrets: crypto.Secrets, credential: str, now: datetime
+    lookups: Lookups, usage: Usage, secrets: crypto.Secrets, credential: str, now: datetime
 ) -> Principal:
     if credential.startswith(crypto.API_KEY_PREFIX):
         if not crypto.is_well_formed_api_key(credential):
             raise Unauthorized(INVALID_CREDENTIALS)
-        found = await lookups.key(secrets.api_key_digest(credential))
+        digests = secrets.api_key_digests(credential)
+        found = await lookups.key(digests)
         if found is None or judge(found, (), now) is not Code.VALID or not found.owner_active:
             raise Unauthorized(INVALID_CREDENTIALS)
+        usage.note(found, digests[0], now)
         return Principal(
             user_id=found.user_id, key_id=found.key_id, key_account_id=found.account_id
         )

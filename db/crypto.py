@@ -12,12 +12,17 @@ import hashlib
 import hmac
 import secrets
 import string
+import threading
 import zlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import argon2
 import jwt
+
+from db.errors import Unavailable
 
 API_KEY_PREFIX = "kp_"
 _ALPHABET = string.digits + string.ascii_letters
@@ -66,15 +71,15 @@ def display_prefix(key: str) -> str:
 
 
 @dataclass(frozen=True)
-class Secrets:
-    """Purpose-bound keys derived from the one server secret."""
+class _Keys:
+    """Purpose-bound keys derived from one server secret."""
 
     key_hashing: bytes
     token_signing: bytes
     login_throttling: bytes
 
     @classmethod
-    def derive(cls, server_secret: str) -> Secrets:
+    def derive(cls, server_secret: str) -> _Keys:
         root = server_secret.encode()
         return cls(
             key_hashing=hmac.digest(root, b"keyplane api-key digest v1", "sha256"),
@@ -82,33 +87,60 @@ class Secrets:
             login_throttling=hmac.digest(root, b"keyplane login throttle v1", "sha256"),
         )
 
+
+@dataclass(frozen=True)
+class Secrets:
+    """The server secret's keys, and those of the secrets it replaced (still accepted).
+
+    New tokens and digests use the current secret. Tokens signed with a previous one
+    verify until they expire; keys whose digest was made with a previous one verify,
+    and their digest is renewed with the current secret when they are next used.
+    """
+
+    current: _Keys
+    previous: tuple[_Keys, ...] = ()
+
+    @classmethod
+    def derive(cls, server_secret: str, previous: Sequence[str] = ()) -> Secrets:
+        return cls(_Keys.derive(server_secret), tuple(_Keys.derive(old) for old in previous))
+
     def api_key_digest(self, key: str) -> str:
-        return hmac.new(self.key_hashing, key.encode(), hashlib.sha256).hexdigest()
+        return _digest(self.current.key_hashing, key)
+
+    def api_key_digests(self, key: str) -> tuple[str, ...]:
+        """The key's digest under each accepted secret, the current one first."""
+        return (self.api_key_digest(key), *(_digest(k.key_hashing, key) for k in self.previous))
 
     def login_subject(self, username: str) -> str:
         """What the login throttle and audit trail know of a username: a keyed hash."""
-        return hmac.new(self.login_throttling, username.encode(), hashlib.sha256).hexdigest()
+        return _digest(self.current.login_throttling, username)
 
     def issue_user_token(self, user_id: int, ttl: timedelta, now: datetime | None = None) -> str:
         issued = now or datetime.now(UTC)
         claims = {"sub": str(user_id), "iat": issued, "exp": issued + ttl, "typ": "access"}
-        return jwt.encode(claims, self.token_signing, algorithm="HS256")
+        return jwt.encode(claims, self.current.token_signing, algorithm="HS256")
 
     def user_id_from_token(self, token: str) -> int | None:
         """The user id of a valid, unexpired token; None for anything else."""
-        try:
-            claims = jwt.decode(
-                token,
-                self.token_signing,
-                algorithms=["HS256"],
-                options={"require": ["sub", "exp", "iat"]},
-            )
-        except jwt.PyJWTError:
-            return None
-        subject = claims.get("sub")
-        if claims.get("typ") != "access" or not isinstance(subject, str) or not subject.isdigit():
-            return None
-        return int(subject)
+        for keys in (self.current, *self.previous):
+            try:
+                claims = jwt.decode(
+                    token,
+                    keys.token_signing,
+                    algorithms=["HS256"],
+                    options={"require": ["sub", "exp", "iat"]},
+                )
+            except jwt.PyJWTError:
+                continue
+            subject = claims.get("sub")
+            if claims.get("typ") != "access" or not isinstance(subject, str):
+                return None
+            return int(subject) if subject.isdigit() else None
+        return None
+
+
+def _digest(key: bytes, message: str) -> str:
+    return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()
 
 
 def hash_password(password: str) -> str:
@@ -125,3 +157,33 @@ def verify_password(password_hash: str | None, password: str) -> bool:
         return False
     except argon2.exceptions.InvalidHashError:
         return False
+
+
+class PasswordHashing:
+    """argon2id, with a cap on how many hashes run at once in this process.
+
+    Each takes 64 MiB and tens of milliseconds of a core, and anyone can ask for one
+    (a login with any username costs a hash): the excess waits up to ``wait_seconds``
+    for a slot, then is refused with a 503 and ``Retry-After``.
+    """
+
+    def __init__(self, concurrency: int, wait_seconds: float) -> None:
+        self._slots = threading.BoundedSemaphore(concurrency)
+        self._wait_seconds = wait_seconds
+
+    @contextmanager
+    def _slot(self) -> Iterator[None]:
+        if not self._slots.acquire(timeout=self._wait_seconds):
+            raise Unavailable("Too many password checks at once; try again shortly", 1)
+        try:
+            yield
+        finally:
+            self._slots.release()
+
+    def hash(self, password: str) -> str:
+        with self._slot():
+            return hash_password(password)
+
+    def verify(self, password_hash: str | None, password: str) -> bool:
+        with self._slot():
+            return verify_password(password_hash, password)

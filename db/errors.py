@@ -75,6 +75,24 @@ class TooManyRequests(KeyplaneError):
         self.retry_after_seconds = retry_after_seconds
 
 
+class RequestTimeout(KeyplaneError):
+    status = 408
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"The request body did not arrive within {seconds:g} seconds")
+
+
+class PayloadTooLarge(KeyplaneError):
+    status = 413
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(f"The request body is larger than {max_bytes} bytes")
+
+
+class UnsupportedMediaType(KeyplaneError):
+    status = 415
+
+
 class Unavailable(KeyplaneError):
     """Something the request needs (the database, a password-hashing slot) cannot answer
     in time; nothing was changed, and the client may try again after a moment."""

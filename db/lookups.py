@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Select, bindparam, func, literal_column, or_, select
+from sqlalchemy import ARRAY, Select, String, any_, bindparam, func, literal_column, or_, select
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.dialects.postgresql import asyncpg as postgresql_asyncpg
 from sqlalchemy.engine import URL, Dialect, make_url
@@ -41,7 +41,12 @@ class Code(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Found:
-    """A key as verification sees it; ``by_current_secret`` is False for a rotated-out one."""
+    """A key as verification sees it.
+
+    ``by_current_secret`` is False for the secret a rotation replaced (in its grace).
+    ``stale_digest`` names the column whose digest was made with a previous server
+    secret, so that it can be renewed with the current one (``db.usage``).
+    """
 
     key_id: int
     account_id: int
@@ -53,6 +58,7 @@ class Found:
     last_used_at: datetime | None
     permissions: tuple[str, ...]
     owner_active: bool
+    stale_digest: tuple[str, str] | None = None  # (column, digest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,16 +87,17 @@ def judge(found: Found | None, required: Sequence[str], now: datetime) -> Code:
     return Code.VALID
 
 
-def _key_query(permissions: Any) -> Select[Any]:
+def _key_query(permissions: Any, digests: Any) -> Select[Any]:
+    """``digests`` is a key's digest under each accepted server secret (an IN list)."""
     key, links, users = ApiKey.__table__.c, ApiKeyPermission.__table__.c, User.__table__.c
-    digest = bindparam("digest", type_=key.key_digest.type)
     held = select(permissions).where(links.api_key_id == key.id).scalar_subquery()
     return (
         select(
             key.id,
             key.account_id,
             key.user_id,
-            (key.key_digest == digest).label("by_current_secret"),
+            key.key_digest,
+            key.previous_key_digest,
             key.previous_key_expires_at,
             key.expires_at,
             key.revoked_at,
@@ -99,7 +106,7 @@ def _key_query(permissions: Any) -> Select[Any]:
             users.is_active,
         )
         .join_from(ApiKey.__table__, User.__table__, users.id == key.user_id)
-        .where(or_(key.key_digest == digest, key.previous_key_digest == digest))
+        .where(or_(digests(key.key_digest), digests(key.previous_key_digest)))
     )
 
 
@@ -124,7 +131,8 @@ class Lookups(Protocol):
 
     async def close(self) -> None: ...
 
-    async def key(self, digest: str) -> Found | None: ...
+    async def key(self, digests: Sequence[str]) -> Found | None:
+        """The key whose secret has one of ``digests`` (the current secret's first)."""
 
     async def user(self, user_id: int) -> UserFound | None: ...
 
@@ -148,18 +156,26 @@ class _Rows:
     def _time(self, value: Any) -> datetime | None:
         return value  # type: ignore[no-any-return]
 
-    def _key(self, row: Sequence[Any], permissions: Sequence[str]) -> Found:
+    def _key(self, row: Sequence[Any], digests: Sequence[str], permissions: Sequence[str]) -> Found:
+        key_digest, previous_digest = row[3], row[4]
+        by_current_secret = key_digest in digests
+        stale = (
+            ("key_digest", key_digest)
+            if by_current_secret
+            else ("previous_key_digest", previous_digest)
+        )
         return Found(
             key_id=row[0],
             account_id=row[1],
             user_id=row[2],
-            by_current_secret=bool(row[3]),
-            previous_secret_expires_at=self._time(row[4]),
-            expires_at=self._time(row[5]),
-            revoked_at=self._time(row[6]),
-            last_used_at=self._time(row[7]),
+            by_current_secret=by_current_secret,
+            previous_secret_expires_at=self._time(row[5]),
+            expires_at=self._time(row[6]),
+            revoked_at=self._time(row[7]),
+            last_used_at=self._time(row[8]),
             permissions=tuple(sorted(permissions)),
-            owner_active=bool(row[9]),
+            owner_active=bool(row[10]),
+            stale_digest=stale if stale[1] != digests[0] else None,
         )
 
     @staticmethod
@@ -178,18 +194,13 @@ class SqliteLookups(_Rows):
     """
 
     _dialect = sqlite.dialect(paramstyle="named")
-    _KEY = _compiled(
-        _key_query(
-            func.group_concat(ApiKeyPermission.__table__.c.permission_id, literal_column("' '"))
-        ),
-        _dialect,
-    )
     _USER = _compiled(_user_query(), _dialect)
 
     def __init__(self, path: str, limits: Limits) -> None:
         self.path = path
         self.busy_ms = int(limits.statement_seconds * 1000)
         self._connection: sqlite3.Connection | None = None
+        self._key_sql: dict[int, str] = {}  # by the number of accepted server secrets
 
     async def open(self) -> None:
         """Nothing to do yet: the first lookup connects (start-up never waits for it)."""
@@ -217,11 +228,22 @@ class SqliteLookups(_Rows):
         except sqlite3.Error as error:
             raise Unavailable(UNAVAILABLE) from error
 
-    async def key(self, digest: str) -> Found | None:
-        rows = self._fetch(self._KEY, {"digest": digest})
+    async def key(self, digests: Sequence[str]) -> Found | None:
+        sql = self._key_sql.get(len(digests)) or self._compile_key(len(digests))
+        rows = self._fetch(sql, {f"digest_{i}": digest for i, digest in enumerate(digests)})
         if not rows:
             return None
-        return self._key(rows[0], rows[0][8].split(" ") if rows[0][8] else ())
+        return self._key(rows[0], digests, rows[0][9].split(" ") if rows[0][9] else ())
+
+    def _compile_key(self, count: int) -> str:
+        names = [bindparam(f"digest_{i}", type_=ApiKey.key_digest.type) for i in range(count)]
+        permissions = func.group_concat(
+            ApiKeyPermission.__table__.c.permission_id, literal_column("' '")
+        )
+        sql = self._key_sql[count] = _compiled(
+            _key_query(permissions, lambda column: column.in_(names)), self._dialect
+        )
+        return sql
 
     async def user(self, user_id: int) -> UserFound | None:
         return self._user(user_id, self._fetch(self._USER, {"user_id": user_id}))
@@ -243,7 +265,11 @@ class PostgresLookups(_Rows):
 
     _dialect = postgresql_asyncpg.dialect()  # type: ignore[no-untyped-call]
     _KEY = _compiled(
-        _key_query(func.array_agg(ApiKeyPermission.__table__.c.permission_id)), _dialect
+        _key_query(
+            func.array_agg(ApiKeyPermission.__table__.c.permission_id),
+            lambda column: column == any_(bindparam("digests", type_=ARRAY(String))),
+        ),
+        _dialect,
     )
     _USER = _compiled(_user_query(), _dialect)
 
@@ -307,9 +333,9 @@ class PostgresLookups(_Rows):
         pool = await self._pool()
         return list(await pool.fetch(sql, *arguments))
 
-    async def key(self, digest: str) -> Found | None:
-        rows = await self._fetch(self._KEY, digest)
-        return self._key(rows[0], rows[0][8] or ()) if rows else None
+    async def key(self, digests: Sequence[str]) -> Found | None:
+        rows = await self._fetch(self._KEY, list(digests))
+        return self._key(rows[0], digests, rows[0][9] or ()) if rows else None
 
     async def user(self, user_id: int) -> UserFound | None:
         return self._user(user_id, await self._fetch(self._USER, user_id))

@@ -1,17 +1,28 @@
-"""Typed settings, read once from ``KEYPLANE_*`` variables by the app factory."""
+"""Typed settings, read once from ``KEYPLANE_*`` variables by the app factory.
+
+The server secret is never a value printed anywhere: it is ``KEYPLANE_SECRET_KEY``, or,
+for an embedded SQLite database, a random one generated on first start and kept
+beside the database (``<database>.secret``, mode 0600), reused on later starts. A
+PostgreSQL deployment must be given one explicitly: every instance must share it.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
 
 from db.engine import Limits
 
 DEFAULT_DATABASE_URL = "sqlite:///keyplane.db"
-# Development only: production refuses to start with it (see ``Settings.check``).
-DEV_SECRET_KEY = "keyplane-development-secret-do-not-use-in-production"  # noqa: S105
 MIN_SECRET_BYTES = 32
+HOW_TO_GENERATE = 'python3 -c "import secrets; print(secrets.token_urlsafe(48))"'
 
 
 class SettingsError(ValueError):
@@ -21,16 +32,19 @@ class SettingsError(ValueError):
 @dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
-    secret_key: str = DEV_SECRET_KEY
-    environment: str = "development"
+    secret_key: str = field(default="", repr=False)
+    # Older secrets, still accepted while keys and tokens move to the current one.
+    previous_secret_keys: tuple[str, ...] = field(default=(), repr=False)
     token_ttl_seconds: int = 3600
     validate_responses: bool = False
     # last_used_at is written at most once per key per this many seconds.
     last_used_resolution_seconds: int = 5
     login_max_failures: int = 10
     login_window_seconds: int = 900
-    # "on": GET /metrics on the API's port; "off"; or a port number of its own.
+    # "on": GET /metrics on the API's port, for this bearer token only; "off"; or a port
+    # number of its own.
     metrics: str = "on"
+    metrics_token: str | None = field(default=None, repr=False)
     admin_password: str | None = field(default=None, repr=False)
     # A request's work (once its body has arrived) gets this long; then 503. The
     # database's statement, lock and idle-in-transaction timeouts are the same.
@@ -39,39 +53,59 @@ class Settings:
     db_max_overflow: int = 10
     # Threads per worker process that run management handlers (Flask, behind a2wsgi).
     threads: int = 4
+    # Password hashes (argon2id, 64 MiB each) at once per worker; the excess waits this long.
+    password_hashes: int = 2
+    password_wait_seconds: float = 2.0
+    # Every request: at most this big (413), its headers and its body in this long (408).
+    max_body_bytes: int = 64 * 1024
+    header_timeout_seconds: float = 10.0
+    body_timeout_seconds: float = 10.0
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, *, with_secret: bool = True
+    ) -> Settings:
+        """``with_secret=False`` for operator commands that need none (and create none)."""
         env = os.environ if environ is None else environ
+        database_url = env.get("KEYPLANE_DATABASE_URL", DEFAULT_DATABASE_URL)
+        secret_key = env.get("KEYPLANE_SECRET_KEY", "")
+        if with_secret and not secret_key:
+            secret_key = _secret_beside(database_url)
         settings = cls(
-            database_url=env.get("KEYPLANE_DATABASE_URL", DEFAULT_DATABASE_URL),
-            secret_key=env.get("KEYPLANE_SECRET_KEY", DEV_SECRET_KEY),
-            environment=env.get("KEYPLANE_ENV", "development"),
+            database_url=database_url,
+            secret_key=secret_key,
+            previous_secret_keys=tuple(env.get("KEYPLANE_PREVIOUS_SECRET_KEYS", "").split()),
             token_ttl_seconds=_int(env, "KEYPLANE_TOKEN_TTL_SECONDS", 3600),
             validate_responses=env.get("KEYPLANE_VALIDATE_RESPONSES", "") in {"1", "true"},
             last_used_resolution_seconds=_int(env, "KEYPLANE_LAST_USED_RESOLUTION_SECONDS", 5),
             login_max_failures=_int(env, "KEYPLANE_LOGIN_MAX_FAILURES", 10),
             login_window_seconds=_int(env, "KEYPLANE_LOGIN_WINDOW_SECONDS", 900),
             metrics=env.get("KEYPLANE_METRICS", "on"),
+            metrics_token=env.get("KEYPLANE_METRICS_TOKEN") or None,
             admin_password=env.get("KEYPLANE_ADMIN_PASSWORD") or None,
             request_timeout_seconds=_float(env, "KEYPLANE_REQUEST_TIMEOUT_SECONDS", 5.0),
             db_pool_size=_int(env, "KEYPLANE_DB_POOL_SIZE", 10),
             db_max_overflow=_int(env, "KEYPLANE_DB_MAX_OVERFLOW", 10),
             threads=_int(env, "KEYPLANE_THREADS", 4),
+            password_hashes=_int(env, "KEYPLANE_PASSWORD_HASHES", 2),
+            max_body_bytes=_int(env, "KEYPLANE_MAX_BODY_BYTES", 64 * 1024),
+            header_timeout_seconds=_float(env, "KEYPLANE_HEADER_TIMEOUT_SECONDS", 10.0),
+            body_timeout_seconds=_float(env, "KEYPLANE_BODY_TIMEOUT_SECONDS", 10.0),
         )
-        settings.check()
+        settings.check(with_secret=with_secret)
         return settings
 
-    def check(self) -> None:
+    def check(self, *, with_secret: bool = True) -> None:
         """Refuse settings that would be unsafe (full-stack-fastapi-template's rule)."""
-        if self.environment == "production" and (
-            self.secret_key == DEV_SECRET_KEY or len(self.secret_key.encode()) < MIN_SECRET_BYTES
-        ):
-            raise SettingsError(
-                "KEYPLANE_ENV=production needs KEYPLANE_SECRET_KEY set to a random value "
-                f"of at least {MIN_SECRET_BYTES} bytes "
-                '(e.g. python -c "import secrets; print(secrets.token_urlsafe(48))")'
-            )
+        for name, secret in [
+            ("KEYPLANE_SECRET_KEY", self.secret_key),
+            *(("KEYPLANE_PREVIOUS_SECRET_KEYS", old) for old in self.previous_secret_keys),
+        ]:
+            if (with_secret or secret) and len(secret.encode()) < MIN_SECRET_BYTES:
+                raise SettingsError(
+                    f"{name} must be a random value of at least {MIN_SECRET_BYTES} bytes; "
+                    f"generate one with: {HOW_TO_GENERATE}"
+                )
         for name in ("token_ttl_seconds", "login_max_failures", "login_window_seconds"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"KEYPLANE_{name.upper()} must be positive")
@@ -83,6 +117,13 @@ class Settings:
             raise SettingsError("KEYPLANE_LAST_USED_RESOLUTION_SECONDS must be positive")
         if not 0.5 <= self.request_timeout_seconds <= 300:
             raise SettingsError("KEYPLANE_REQUEST_TIMEOUT_SECONDS must be between 0.5 and 300")
+        if not 1024 <= self.max_body_bytes <= 16 * 1024 * 1024:
+            raise SettingsError("KEYPLANE_MAX_BODY_BYTES must be between 1024 and 16 MiB")
+        for name in ("header_timeout_seconds", "body_timeout_seconds"):
+            if not 0.5 <= getattr(self, name) <= 300:
+                raise SettingsError(f"KEYPLANE_{name.upper()} must be between 0.5 and 300")
+        if not 1 <= self.password_hashes <= 64:
+            raise SettingsError("KEYPLANE_PASSWORD_HASHES must be between 1 and 64")
         if not 1 <= self.threads <= 64:
             raise SettingsError("KEYPLANE_THREADS must be between 1 and 64")
         if self.db_pool_size < 1 or self.db_max_overflow < 0:
@@ -119,3 +160,42 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _secret_beside(database_url: str) -> str:
+    """An embedded database's secret: read from beside it, or made there on first start."""
+    url = make_url(database_url)
+    if url.get_backend_name() != "sqlite":
+        raise SettingsError(
+            "KEYPLANE_SECRET_KEY is not set; with a database server, every instance must be "
+            f"given the same one: generate it with: {HOW_TO_GENERATE}"
+        )
+    if not url.database or url.database == ":memory:":
+        return secrets.token_urlsafe(48)  # nothing outlives the process anyway
+    path = Path(url.database + ".secret").resolve()
+    if not path.exists():
+        _create(path, secrets.token_urlsafe(48))
+    mode = path.stat().st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise SettingsError(f"{path} must be readable by its owner only: chmod 600 {path}")
+    return path.read_text().strip()
+
+
+def _create(path: Path, secret: str) -> None:
+    """Atomically, mode 0600: of several processes starting at once, one secret wins."""
+    draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    try:
+        descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as error:
+        raise SettingsError(f"cannot keep the server secret beside the database: {error}") from None
+    with os.fdopen(descriptor, "w") as file:
+        file.write(secret + "\n")
+        file.flush()
+        os.fsync(file.fileno())
+    try:
+        os.link(draft, path)
+    except FileExistsError:
+        pass  # another process made it first: theirs is the secret
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            draft.unlink()

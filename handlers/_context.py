@@ -8,7 +8,7 @@ here; they never import the wiring.
 from __future__ import annotations
 
 from contextvars import ContextVar, Token
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,7 +19,7 @@ from db import crypto
 from db.access import Actor, Principal, resolve_actor
 from db.lookups import Lookups
 from db.settings import Settings
-from db.usage import LastUsed
+from db.usage import Usage
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,8 @@ class Runtime:
     settings: Settings
     secrets: crypto.Secrets
     lookups: Lookups  # verification's and authentication's reads, on long-lived connections
-    last_used: LastUsed = field(default_factory=LastUsed)
+    usage: Usage  # notes of key use, written off the request path
+    passwords: crypto.PasswordHashing  # argon2id, a few at a time
 
     @staticmethod
     def now() -> datetime:

@@ -14,7 +14,6 @@ from typing import Any
 import db.logins
 import db.session
 import db.users
-from db import crypto
 from db.errors import OAuthError, TooManyRequests
 from handlers._context import runtime
 
@@ -41,8 +40,8 @@ def token(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
         )
     with db.session.apart(writes=False) as session:
         user = db.users.by_username(session, username)
-    # verify_password does the same work for an unknown user as for a known one.
-    valid = crypto.verify_password(user.password_hash if user else None, body["password"])
+    # The same work for an unknown user as for a known one, a few at a time per worker.
+    valid = current.passwords.verify(user.password_hash if user else None, body["password"])
     accepted = user is not None and valid and user.is_active
     with db.session.apart(writes=True) as session:
         if user is not None and accepted:

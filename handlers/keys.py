@@ -6,7 +6,6 @@ The data plane's one operation: ``async``, one lookup through the worker's key r
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 from prometheus_client import Counter
@@ -24,15 +23,15 @@ async def verify(body: dict[str, Any]) -> dict[str, Any]:
     now = current.now()
     full_key = body["key"]
     found: Found | None = None
+    digests: tuple[str, ...] = ()
     # A key with a wrong prefix, length or checksum costs no query at all.
     if crypto.is_well_formed_api_key(full_key):
-        found = await current.lookups.key(current.secrets.api_key_digest(full_key))
+        digests = current.secrets.api_key_digests(full_key)
+        found = await current.lookups.key(digests)
     code = judge(found, body.get("permissions") or (), now)
     VERIFICATIONS.labels(code.value).inc()
     if found is not None and code in (Code.VALID, Code.INSUFFICIENT_PERMISSIONS):
-        resolution = timedelta(seconds=current.settings.last_used_resolution_seconds)
-        if found.last_used_at is None or now - found.last_used_at >= resolution:
-            current.last_used.note(found.key_id, now)  # the flusher writes it, off this request
+        current.usage.note(found, digests[0], now)  # the flusher writes it, off this request
     if code is not Code.VALID or found is None:
         # Only a valid key's metadata is told: nothing about anyone else's records.
         return {

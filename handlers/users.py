@@ -7,7 +7,6 @@ from typing import Any
 import db.accounts
 import db.session
 import db.users
-from db import crypto
 from db.models import Membership, Role, User
 from db.timefmt import rfc3339
 from handlers._context import current_actor, current_principal, runtime
@@ -36,8 +35,9 @@ def list() -> dict[str, Any]:  # noqa: A001 - the operationId is users.list
 
 def create(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
     actor = current_actor().require_admin()
+    password_hash = runtime().passwords.hash(body["password"])  # before any transaction opens
     session = db.session.current()
-    user = db.users.create(session, body["username"], crypto.hash_password(body["password"]))
+    user = db.users.create(session, body["username"], password_hash)
     role = Role(body.get("role", Role.MEMBER))
     membership = db.accounts.add_member(
         session,

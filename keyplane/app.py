@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -32,16 +33,18 @@ from sqlalchemy import Engine, QueuePool
 from starlette.testclient import TestClient
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from db.crypto import Secrets
+from db.crypto import PasswordHashing, Secrets
 from db.engine import make_engine
 from db.lookups import lookups_for
 from db.session import Sessions
 from db.settings import Settings
+from db.usage import Usage
 from handlers._context import Runtime
 from keyplane.background import Flusher
 from keyplane.deadline import Deadline
+from keyplane.guards import Guards
 from keyplane.middleware import RequestScope
-from keyplane.problems import Problems, timed_out
+from keyplane.problems import Problems, error_response, timed_out
 from keyplane.requestlog import RequestLog
 from keyplane.transactions import UnitOfWorkResolver
 from keyplane.validation import VALIDATORS
@@ -69,10 +72,12 @@ class Service:
         sessions = Sessions.of(engine)
         runtime = Runtime(
             settings=settings,
-            secrets=Secrets.derive(settings.secret_key),
+            secrets=Secrets.derive(settings.secret_key, settings.previous_secret_keys),
             lookups=lookups_for(settings.database_url, limits),
+            usage=Usage(timedelta(seconds=settings.last_used_resolution_seconds)),
+            passwords=PasswordHashing(settings.password_hashes, settings.password_wait_seconds),
         )
-        flusher = Flusher(runtime.last_used, sessions, settings.last_used_resolution_seconds)
+        flusher = Flusher(runtime.usage, sessions, settings.last_used_resolution_seconds)
         return cls(settings, engine, sessions, runtime, flusher)
 
     # A server runs one lifespan per worker; tests may run two at once on one app
@@ -100,9 +105,17 @@ class Keyplane:
         self.service = service
         self._data = data
         self._control = control
-        spec = Specification.load(SPEC_PATH)
+        settings = service.settings
+        guarded = Guards(
+            self._dispatch,
+            max_body_bytes=settings.max_body_bytes,
+            body_timeout_seconds=settings.body_timeout_seconds,
+            shape=error_response,
+        )
         self._app = RequestLog(
-            self._dispatch, routes=_routes(spec), pool_in_use=_pool_in_use(service.engine)
+            guarded,
+            routes=_routes(Specification.load(SPEC_PATH)),
+            pool_in_use=_pool_in_use(service.engine),
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

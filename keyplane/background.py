@@ -1,4 +1,4 @@
-"""Work each worker process does off the request path: writing last-use notes."""
+"""Work each worker process does off the request path: writing the notes of key use."""
 
 from __future__ import annotations
 
@@ -9,16 +9,16 @@ from sqlalchemy.exc import SQLAlchemyError
 
 import db.usage
 from db.session import Sessions
-from db.usage import LastUsed
+from db.usage import Usage
 
 logger = logging.getLogger("keyplane.background")
 
 
 class Flusher:
-    """Writes the worker's ``last_used_at`` notes every ``interval`` s, and at shutdown."""
+    """Writes the worker's notes of key use every ``interval`` s, and at shutdown."""
 
-    def __init__(self, last_used: LastUsed, sessions: Sessions, interval: float) -> None:
-        self.last_used = last_used
+    def __init__(self, usage: Usage, sessions: Sessions, interval: float) -> None:
+        self.usage = usage
         self.sessions = sessions
         self.interval = interval
         self._stop = threading.Event()
@@ -36,7 +36,7 @@ class Flusher:
         self.flush()
 
     def flush(self) -> None:
-        notes = self.last_used.take()
+        notes = self.usage.take()
         if not notes:
             return
         try:
@@ -44,8 +44,8 @@ class Flusher:
                 db.usage.write(session, notes)
         except SQLAlchemyError as error:
             # The database is busy or away: the notes wait for the next round.
-            logger.warning("last_used_at not written yet (%s); will retry", type(error).__name__)
-            self.last_used.give_back(notes)
+            logger.warning("key use not written yet (%s); will retry", type(error).__name__)
+            self.usage.give_back(notes)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):

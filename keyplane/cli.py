@@ -92,7 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     try:
-        settings = Settings.from_env()
+        # Only the server needs the secret (and, on SQLite, makes it on first start).
+        settings = Settings.from_env(with_secret=args.command == "serve")
     except SettingsError as error:
         print(f"keyplane: {error}", file=sys.stderr)
         return 2
@@ -191,6 +192,10 @@ def _serve(
         port=port,
         workers=workers,
         access_log=False,  # keyplane.requests writes one JSON line per request instead
+        http="keyplane.protocol:HttpProtocol",  # with a limit on slow headers
+        # Longer than load balancers keep idle connections (60 s on AWS's), so that the
+        # server never closes one under a request that is already on its way.
+        timeout_keep_alive=75,
         log_config=LOG_CONFIG,
     )
     return 0

@@ -213,12 +213,17 @@ def message_body(path: str, status: int, message: str) -> bytes:
     return json.dumps({"detail": message}).encode()
 
 
+def error_response(path: str, error: KeyplaneError) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """An error's body and headers, for middleware that answers outside Connexion."""
+    headers = [(b"content-type", b"application/json")]
+    if isinstance(error, TooManyRequests | Unavailable):
+        headers.append((b"retry-after", str(error.retry_after_seconds).encode()))
+    return message_body(path, error.status, error.message), headers
+
+
 def timed_out(path: str) -> tuple[bytes, list[tuple[bytes, bytes]]]:
     """The 503 of a request that ran out of time (``keyplane.deadline``)."""
-    return message_body(path, 503, deadline.MESSAGE), [
-        (b"content-type", b"application/json"),
-        (b"retry-after", str(deadline.RETRY_AFTER_SECONDS).encode()),
-    ]
+    return error_response(path, Unavailable(deadline.MESSAGE, deadline.RETRY_AFTER_SECONDS))
 
 
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> ConnexionResponse:

@@ -9,6 +9,7 @@ while the body is read or the handler waits for a thread.
 
 from __future__ import annotations
 
+import hmac
 from typing import Any
 
 from starlette.requests import Request
@@ -30,6 +31,7 @@ async def _authenticate(http_request: Request) -> dict[str, Any]:
     current = runtime()
     principal = await db.access.authenticate(
         current.lookups,
+        current.usage,
         current.secrets,
         authorization=headers.get("authorization"),
         api_key=headers.get("x-api-key"),
@@ -37,3 +39,14 @@ async def _authenticate(http_request: Request) -> dict[str, Any]:
     )
     note(principal=principal.kind)
     return {"sub": str(principal.user_id), "principal": principal}
+
+
+def metrics_token_info(token: str) -> dict[str, Any] | None:
+    """``/metrics`` on the API's port is for ``KEYPLANE_METRICS_TOKEN`` only (none: nobody)."""
+    settings = runtime().settings
+    if settings.metrics != "on":
+        return {"sub": "metrics"}  # not served here: the handler answers 404
+    expected = settings.metrics_token
+    if expected and hmac.compare_digest(token.encode(), expected.encode()):
+        return {"sub": "metrics"}
+    return None

@@ -1,13 +1,22 @@
-"""Request validators that report *every* error, FastAPI-style (``loc``, ``msg``, ``type``).
+"""Request validators that report every error, FastAPI-style (``loc``, ``msg``, ``type``).
 
 Connexion's own validators stop at the first error and raise a plain string. These
 subclasses collect ``iter_errors`` into a ``RequestInvalid`` that each surface then
 shapes (``keyplane.problems``). Messages never echo the input: it may be a secret.
+
+Validation is linear in the size of its input and bounded: a list longer than its
+``maxItems`` is reported as too long without its items being checked one by one, an
+answer lists at most ``MAX_ERRORS`` errors, and each schema's validator is built once.
+A JSON body is refused (422, ``json_invalid`` and friends) when it has a duplicate key,
+a string with a lone surrogate or a NUL character (no database can store either),
+or nesting deeper than ``MAX_DEPTH``.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -17,11 +26,55 @@ from connexion.json_schema import Draft4RequestValidator
 from connexion.utils import is_null, is_nullable
 from connexion.validators import FormDataValidator, JSONRequestBodyValidator
 from connexion.validators import ParameterValidator as ConnexionParameterValidator
-from jsonschema import Draft4Validator
+from jsonschema import Draft4Validator, validators
 from jsonschema import ValidationError as SchemaError
 from starlette.types import Receive, Scope
 
 Detail = dict[str, Any]
+MAX_ERRORS = 50
+MAX_DEPTH = 32
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _items_unless_too_many(
+    validator: Draft4Validator, items: Any, instance: Any, schema: dict[str, Any]
+) -> Iterator[SchemaError]:
+    """A list longer than it may be is one error: too long. Its items are not checked."""
+    if isinstance(instance, list) and len(instance) > schema.get("maxItems", len(instance)):
+        return
+    yield from Draft4Validator.VALIDATORS["items"](validator, items, instance, schema)
+
+
+@functools.cache
+def _ecma(pattern: str) -> re.Pattern[str]:
+    # JSON Schema patterns are ECMA-262, where "$" ends the input; Python's "$" also
+    # matches before a final newline, so "abc\n" would pass "^[a-z]+$" here.
+    return re.compile(re.sub(r"(?<!\\)\$$", r"\\Z", pattern))
+
+
+def _pattern(
+    validator: Draft4Validator, pattern: str, instance: Any, schema: dict[str, Any]
+) -> Iterator[SchemaError]:
+    if isinstance(instance, str) and not _ecma(pattern).search(instance):
+        yield SchemaError(f"does not match {pattern!r}")
+
+
+_Validator = validators.extend(
+    Draft4RequestValidator, {"items": _items_unless_too_many, "pattern": _pattern}
+)
+_validators: dict[int, tuple[dict[str, Any], Draft4Validator]] = {}
+
+
+def validator_for(schema: dict[str, Any]) -> Draft4Validator:
+    """One validator per schema of the spec, built the first time it is needed."""
+    cached = _validators.get(id(schema))
+    if cached is None or cached[0] is not schema:
+        cached = _validators[id(schema)] = (
+            schema,
+            _Validator(schema, format_checker=Draft4Validator.FORMAT_CHECKER),
+        )
+    return cached[1]
+
 
 _TYPE_NAMES = {
     "string": ("a valid string", "string"),
@@ -54,21 +107,21 @@ def describe(error: Detail) -> str:
 def schema_errors(
     validator: Draft4Validator, instance: Any, location: list[str | int], *, parsing: bool = False
 ) -> list[Detail]:
-    found: list[Detail] = []
+    found: dict[tuple[Any, ...], Detail] = {}
     for error in validator.iter_errors(instance):
         for item in _details(error, [*location, *error.absolute_path], parsing):
-            if item not in found:
-                found.append(item)
+            found.setdefault((*item["loc"], item["type"], item["msg"]), item)
+        if len(found) >= MAX_ERRORS:
+            break
     # FastAPI lists errors in the order the fields are declared: so do we.
-    declared = list(validator.schema.get("properties", {}))
+    declared = {name: i for i, name in enumerate(validator.schema.get("properties", {}))}
 
     def field_order(item: Detail) -> tuple[int, str]:
         rest = item["loc"][len(location) :]
         name = rest[0] if rest else ""
-        position = declared.index(name) if name in declared else len(declared)
-        return position, ".".join(str(part) for part in rest)
+        return declared.get(name, len(declared)), ".".join(str(part) for part in rest)
 
-    return sorted(found, key=field_order)
+    return sorted(found.values(), key=field_order)[:MAX_ERRORS]
 
 
 def _details(error: SchemaError, loc: list[str | int], parsing: bool) -> Iterator[Detail]:
@@ -149,10 +202,7 @@ def parameter_errors(location: str, param: dict[str, Any], value: Any) -> list[D
         return [detail(loc, "Field required", "missing")] if param.get("required") else []
     if is_nullable(param) and is_null(value):
         return []
-    validator = Draft4Validator(
-        param.get("schema", param), format_checker=Draft4Validator.FORMAT_CHECKER
-    )
-    return schema_errors(validator, value, loc, parsing=True)
+    return schema_errors(validator_for(param.get("schema", param)), value, loc, parsing=True)
 
 
 class _BodyValidator:
@@ -169,38 +219,77 @@ class _BodyValidator:
             raise RequestInvalid([detail(["body"], "Field required", "missing")]) from None
 
     def _raise_errors(self, body: Any, extra: Iterable[Detail] = ()) -> None:
-        validator = Draft4RequestValidator(
-            self._schema, format_checker=Draft4Validator.FORMAT_CHECKER
-        )
-        errors = [*extra, *schema_errors(validator, body, ["body"])]
+        errors = [*extra, *schema_errors(validator_for(self._schema), body, ["body"])]
         if errors:
-            raise RequestInvalid(errors)
+            raise RequestInvalid(errors[:MAX_ERRORS])
 
 
 class JSONBodyValidator(_BodyValidator, JSONRequestBodyValidator):  # type: ignore[misc]
     async def _parse(self, stream: Any, scope: Scope) -> Any:
         raw = b"".join([chunk async for chunk in stream])
-        if not raw:
-            return None
-        try:
-            return json.loads(raw.decode(self._encoding))
-        except UnicodeDecodeError:
-            raise RequestInvalid(
-                [detail(["body"], "Body is not valid UTF-8", "json_invalid")]
-            ) from None
-        except json.JSONDecodeError as error:
-            raise RequestInvalid(
-                [detail(["body", error.pos], "JSON decode error", "json_invalid")]
-            ) from None
-        except RecursionError:
-            raise RequestInvalid(
-                [detail(["body"], "JSON nested too deeply", "json_invalid")]
-            ) from None
+        return parse_json(raw) if raw else None
 
     def _validate(self, body: Any) -> None:
         if body is None and not self._nullable:
             raise RequestInvalid([detail(["body"], "Field required", "missing")])
         self._raise_errors(body)
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise _DuplicateKey
+    return obj
+
+
+def parse_json(raw: bytes) -> Any:
+    """A JSON body (UTF-8: ``keyplane.guards`` refuses other charsets), or RequestInvalid."""
+
+    def invalid(message: str, loc: list[str | int], error_type: str = "json_invalid") -> Any:
+        return RequestInvalid([detail(loc, message, error_type)])
+
+    try:
+        body = json.loads(raw.decode("utf-8"), object_pairs_hook=_object)
+    except UnicodeDecodeError:
+        raise invalid("Body is not valid UTF-8", ["body"]) from None
+    except json.JSONDecodeError as error:
+        raise invalid("JSON decode error", ["body", error.pos]) from None
+    except RecursionError:
+        raise invalid("JSON nested too deeply", ["body"]) from None
+    except _DuplicateKey:
+        raise invalid("JSON object has a duplicate key", ["body"]) from None
+    # Cheap tests on the raw bytes first: deep nesting needs brackets, and a NUL or a
+    # lone surrogate needs a \u escape (UTF-8 cannot carry them raw).
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH or b"\\u" in raw:
+        problem = _string_or_depth_problem(body)
+        if problem is not None:
+            raise RequestInvalid([problem])
+    return body
+
+
+def _string_or_depth_problem(body: Any) -> Detail | None:
+    pending: list[tuple[Any, list[str | int]]] = [(body, ["body"])]
+    while pending:
+        value, loc = pending.pop()
+        if len(loc) > MAX_DEPTH:
+            return detail(["body"], f"JSON nested deeper than {MAX_DEPTH} levels", "json_invalid")
+        if isinstance(value, str):
+            if "\x00" in value:
+                return detail(loc, "String should not contain NUL characters", "value_error")
+            if _LONE_SURROGATE.search(value):
+                return detail(loc, "Input should be a valid string", "string_unicode")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if "\x00" in key or _LONE_SURROGATE.search(key):
+                    return detail(loc, "Keys should be valid strings", "string_unicode")
+                pending.append((item, [*loc, key]))
+        elif isinstance(value, list):
+            pending += [(item, [*loc, i]) for i, item in enumerate(value)]
+    return None
 
 
 class FormValidator(_BodyValidator, FormDataValidator):  # type: ignore[misc]

@@ -33,6 +33,7 @@ POSTGRES_ADMIN_URL = os.environ.get(
     "KEYPLANE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
 TEST_SECRET = "test-server-secret-that-is-long-enough-0123456789"
+METRICS_TOKEN = "test-metrics-token-of-some-length"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -146,7 +147,12 @@ def sessions(engine: Engine) -> sessionmaker[Session]:
 
 @pytest.fixture(scope="session")
 def settings(database_url: str) -> Settings:
-    return Settings(database_url=database_url, secret_key=TEST_SECRET, validate_responses=True)
+    return Settings(
+        database_url=database_url,
+        secret_key=TEST_SECRET,
+        validate_responses=True,
+        metrics_token=METRICS_TOKEN,
+    )
 
 
 @pytest.fixture(scope="session")

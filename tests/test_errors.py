@@ -202,7 +202,7 @@ def test_a_path_connexion_does_not_route_never_reaches_a_handler(
             "/apikeys",
             {"json": {"description": "ok", "flatPermissionsList": ["read\x00"]}},
             400,
-            {"error": "Invalid permissions provided"},
+            {"error": "flatPermissionsList.0: String should not contain NUL characters"},
         ),
         (
             "POST",

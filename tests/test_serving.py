@@ -7,6 +7,7 @@ import signal
 import socket
 import time
 
+from tests.conftest import TEST_SECRET
 from tests.servers import keyplane_env, serving, wait_until_up
 
 
@@ -16,7 +17,10 @@ def test_sigterm_during_a_slow_request_lets_it_finish(fresh_database_url):
         "POST /v1/keys/verify HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     ).encode()
-    with serving(keyplane_env(fresh_database_url)) as (base, server):
+    with serving(keyplane_env(fresh_database_url, KEYPLANE_SECRET_KEY=TEST_SECRET)) as (
+        base,
+        server,
+    ):
         wait_until_up(base)
         port = int(base.rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port), timeout=30) as slow:

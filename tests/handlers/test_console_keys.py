@@ -110,6 +110,19 @@ class TestCreate:
 
 
 class TestGet:
+    def test_400_for_an_account_header_that_is_not_an_id_or_an_overlong_id(
+        self, client, factory, admin, key
+    ):
+        auth = factory.auth(admin)
+        response = client.get(f"/apikeys/{key[0].id}", headers={**auth, "x-account-id": "acme"})
+        assert response.status_code == 400
+        assert response.json() == {
+            "error": "x-account-id: String should match pattern '^[0-9]{1,19}$'"
+        }
+        overlong = client.get(f"/apikeys/{'1' * 5000}", headers=auth)
+        assert overlong.status_code == 400
+        assert overlong.json() == {"error": "id: String should have at most 64 characters"}
+
     def test_200_answers_the_key(self, client, factory, admin, key):
         response = client.get(f"/apikeys/{key[0].id}", headers=factory.auth(admin))
         assert response.status_code == 200
@@ -245,6 +258,12 @@ class TestUpdate:
 
 
 class TestRevoke:
+    def test_400_for_an_overlong_id_and_nothing_changes(self, client, factory, admin, key):
+        response = client.delete(f"/apikeys/{'9' * 65}", headers=factory.auth(admin))
+        assert response.status_code == 400
+        assert response.json() == {"error": "id: String should have at most 64 characters"}
+        assert factory.stored_key(key[0].id).revoked_at is None
+
     def test_200_revokes(self, client, factory, admin, key):
         response = client.delete(f"/apikeys/{key[0].id}", headers=factory.auth(admin))
         assert response.status_code == 200

@@ -1,0 +1,123 @@
+"""Limits every request meets before any work is done, and headers every answer carries.
+
+* A body larger than ``KEYPLANE_MAX_BODY_BYTES`` (64 KiB) is a 413: at once when
+  ``Content-Length`` says so, else as soon as the bytes received pass the limit; the
+  rest is never read.
+* A body must arrive within ``KEYPLANE_BODY_TIMEOUT_SECONDS`` (10) of the request's
+  start, or the answer is a 408: a client cannot hold a connection by trickling.
+* A body without ``Content-Type`` is a 415; media types are compared without regard
+  to case (RFC 9110 §8.3.1), and JSON is UTF-8 or nothing (RFC 8259 §8.1).
+* Every answer says ``X-Content-Type-Options: nosniff``; every API answer says
+  ``Cache-Control: no-store`` (some carry secrets: a full key, a token).
+
+Errors are raised as types (``db.errors``) where Connexion's error handlers shape them
+per surface; before Connexion is reached, they are shaped here the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from db.errors import KeyplaneError, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
+
+# Paths whose answers may be cached: the spec and Swagger UI's static files.
+_CACHEABLE = ("/openapi.json", "/ui")
+
+
+class Guards:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        body_timeout_seconds: float,
+        shape: Callable[[str, KeyplaneError], tuple[bytes, list[tuple[bytes, bytes]]]],
+    ) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.body_timeout_seconds = body_timeout_seconds
+        self.shape = shape  # (path, error) -> the error's body and headers, per surface
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        refusal = self._refusal(scope)
+        if refusal is not None:
+            await self._answer(send, path, refusal)
+            return
+        cacheable = path.startswith(_CACHEABLE)
+
+        async def send_guarded(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers["X-Content-Type-Options"] = "nosniff"
+                if not cacheable:
+                    headers["Cache-Control"] = "no-store"
+            await send(message)
+
+        await self.app(scope, self._limited(receive), send_guarded)
+
+    def _refusal(self, scope: Scope) -> KeyplaneError | None:
+        headers = Headers(scope=scope)
+        length = headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
+            return PayloadTooLarge(self.max_body_bytes)
+        has_body = (length is not None and int(length) > 0) or "transfer-encoding" in headers
+        content_type = headers.get("content-type")
+        if content_type is None:
+            return UnsupportedMediaType("A body needs a Content-Type") if has_body else None
+        media_type, _, parameters = content_type.partition(";")
+        media_type = media_type.strip().lower()
+        charset = _charset(parameters)
+        if media_type.endswith("json") and charset not in (None, "utf-8", "utf8"):
+            return UnsupportedMediaType("JSON is UTF-8")
+        # Connexion matches media types as written: give it their one true (lower) case.
+        normalized = media_type + (";" + parameters if parameters else "")
+        MutableHeaders(scope=scope)["content-type"] = normalized
+        return None
+
+    def _limited(self, receive: Receive) -> Receive:
+        received, complete = 0, False
+        deadline = time.monotonic() + self.body_timeout_seconds
+
+        async def receive_limited() -> Message:
+            nonlocal received, complete
+            if complete:
+                return await receive()  # after the body, only a disconnect can come
+            try:
+                async with asyncio.timeout(max(deadline - time.monotonic(), 0)):
+                    message = await receive()
+            except TimeoutError:
+                raise RequestTimeout(self.body_timeout_seconds) from None
+            received += len(message.get("body", b""))
+            if received > self.max_body_bytes:
+                raise PayloadTooLarge(self.max_body_bytes)
+            complete = not message.get("more_body", False)
+            return message
+
+        return receive_limited
+
+    async def _answer(self, send: Send, path: str, error: KeyplaneError) -> None:
+        body, headers = self.shape(path, error)
+        headers = [
+            *headers,
+            (b"x-content-type-options", b"nosniff"),
+            (b"cache-control", b"no-store"),
+        ]
+        await send({"type": "http.response.start", "status": error.status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _charset(parameters: str) -> str | None:
+    for parameter in parameters.split(";"):
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset":
+            return value.strip().strip('"').lower()
+    return None
