@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: serve test lint types check clean
+.PHONY: serve test lint types check spec-lint clean
 
 $(INSTALLED): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -32,5 +32,11 @@ types: $(INSTALLED)
 
 check: lint types
 
+## spec-lint: Redocly and Spectral on openapi/swagger.yaml, zero problems (needs Node.js 20+ and npm)
+spec-lint:
+	cd openapi && npm ci --no-audit --no-fund --loglevel=error
+	cd openapi && npx --no-install redocly lint --config redocly.yaml swagger.yaml
+	cd openapi && npx --no-install spectral lint --fail-severity=warn swagger.yaml
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis keyplane.db*
+	rm -rf $(VENV) openapi/node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis keyplane.db*

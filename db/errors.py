@@ -89,6 +89,13 @@ class PayloadTooLarge(KeyplaneError):
         super().__init__(f"The request body is larger than {max_bytes} bytes")
 
 
+class UriTooLong(KeyplaneError):
+    status = 414
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(f"The path and query are longer than {max_bytes} bytes")
+
+
 class UnsupportedMediaType(KeyplaneError):
     status = 415
 

@@ -1,5 +1,6 @@
 """Limits every request meets before any work is done, and headers every answer carries.
 
+* A path and query longer than 2048 bytes are a 414.
 * A body larger than ``KEYPLANE_MAX_BODY_BYTES`` (64 KiB) is a 413: at once when
   ``Content-Length`` says so, else as soon as the bytes received pass the limit; the
   rest is never read.
@@ -23,10 +24,22 @@ from collections.abc import Callable
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from db.errors import KeyplaneError, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
+from db.errors import (
+    KeyplaneError,
+    PayloadTooLarge,
+    RequestTimeout,
+    UnsupportedMediaType,
+    UriTooLong,
+)
+
+# No id or parameter of the API comes close; Python could not even parse a longer number.
+MAX_URL_BYTES = 2048
 
 # Paths whose answers may be cached: the spec and Swagger UI's static files.
 _CACHEABLE = ("/openapi.json", "/ui")
+# After these, the rest of the request (an unread body) could be taken for the next
+# one: the connection ends with the answer.
+_CLOSE_AFTER = {408, 413}
 
 
 class Guards:
@@ -60,11 +73,24 @@ class Guards:
                 headers["X-Content-Type-Options"] = "nosniff"
                 if not cacheable:
                     headers["Cache-Control"] = "no-store"
+                if message["status"] in _CLOSE_AFTER:
+                    headers["Connection"] = "close"
             await send(message)
 
-        await self.app(scope, self._limited(receive), send_guarded)
+        receive = self._limited(receive)
+        if "transfer-encoding" in Headers(scope=scope):
+            # Connexion reads a body by its Content-Length: a chunked one is gathered here
+            # (within the same limits) and handed on with its length.
+            try:
+                receive = await self._gathered(scope, receive)
+            except KeyplaneError as error:  # too big, or too slow
+                await self._answer(send, path, error)
+                return
+        await self.app(scope, receive, send_guarded)
 
     def _refusal(self, scope: Scope) -> KeyplaneError | None:
+        if len(scope.get("raw_path", b"")) + len(scope.get("query_string", b"")) > MAX_URL_BYTES:
+            return UriTooLong(MAX_URL_BYTES)
         headers = Headers(scope=scope)
         length = headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
@@ -104,12 +130,37 @@ class Guards:
 
         return receive_limited
 
+    @staticmethod
+    async def _gathered(scope: Scope, receive: Receive) -> Receive:
+        chunks, more = [], True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return receive
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        headers = MutableHeaders(scope=scope)
+        del headers["transfer-encoding"]
+        headers["content-length"] = str(len(body))
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return replay
+
     async def _answer(self, send: Send, path: str, error: KeyplaneError) -> None:
         body, headers = self.shape(path, error)
         headers = [
             *headers,
             (b"x-content-type-options", b"nosniff"),
             (b"cache-control", b"no-store"),
+            *([(b"connection", b"close")] if error.status in _CLOSE_AFTER else []),
         ]
         await send({"type": "http.response.start", "status": error.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})

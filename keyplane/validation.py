@@ -28,6 +28,7 @@ from connexion.validators import FormDataValidator, JSONRequestBodyValidator
 from connexion.validators import ParameterValidator as ConnexionParameterValidator
 from jsonschema import Draft4Validator, validators
 from jsonschema import ValidationError as SchemaError
+from starlette.datastructures import QueryParams
 from starlette.types import Receive, Scope
 
 Detail = dict[str, Any]
@@ -181,6 +182,7 @@ class ParameterValidator(ConnexionParameterValidator):  # type: ignore[misc]
                 detail(["query", name], "Extra inputs are not permitted", "extra_forbidden")
                 for name in sorted(extra)
             ]
+        given = QueryParams(request.scope.get("query_string", b""))  # every value, as sent
         sources = {
             "path": lambda name: request.path_params.get(name.replace("-", "_")),
             "query": request.query_params.get,
@@ -191,6 +193,12 @@ class ParameterValidator(ConnexionParameterValidator):  # type: ignore[misc]
             # Connexion may list a path-level parameter once per operation of the path.
             unique = {param["name"]: param for param in self.parameters.get(location, [])}
             for name, param in unique.items():
+                if location == "query" and len(given.getlist(name)) > 1:
+                    # None of ours is a list: which of several values would count?
+                    errors.append(
+                        detail(["query", name], "Input should be given once", "value_error")
+                    )
+                    continue
                 errors += parameter_errors(location, param, get(name))
         if errors:
             raise RequestInvalid(errors)

@@ -3,7 +3,7 @@
 Convention (Polar's and Unkey's): ``tests/handlers/test_<module>.py`` holds a class
 ``Test<Function>`` per operation with a ``test_<status>_...`` method per status. 500s
 and the database's 503s are shown for every operation at once by ``tests/test_errors.py``;
-408 and 413 (a slow or an oversized body) by ``tests/test_hostile_input.py``.
+408, 413 and 414 (a slow or oversized body, an overlong URL) by ``tests/test_hostile_input.py``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 
 from tests.test_spec import _operations
 
-SHOWN_FOR_EVERY_OPERATION = {"408", "413", "500", "503"}
+SHOWN_FOR_EVERY_OPERATION = {"408", "413", "414", "500", "503"}
 
 
 def _class_name(function: str) -> str:
