@@ -4,14 +4,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: serve test lint types check spec-lint clean
+.PHONY: serve test lint types check spec-lint bench clean
 
 $(INSTALLED): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
 		|| { echo "Keyplane needs Python 3.11 or newer as $(PYTHON) (make PYTHON=python3.12 ...)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[test,dev,bench]'
 	@touch $@
 
 ## serve: the service on SQLite at http://127.0.0.1:8000 (Swagger UI at /ui/)
@@ -22,6 +22,10 @@ serve: $(INSTALLED)
 test: $(INSTALLED)
 	$(BIN)/pytest --db sqlite
 	$(BIN)/pytest --db postgresql
+
+## bench: Keyplane against a FastAPI and a Django REST Framework peer (needs wrk); writes bench/results/
+bench: $(INSTALLED)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .

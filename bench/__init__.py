@@ -1,0 +1,1 @@
+"""The benchmark: Keyplane against what its users would build instead (see README)."""

@@ -1,0 +1,155 @@
+"""The benchmark's results: ``results.json`` (every figure), a Markdown table with the
+ratios the targets are about, and a chart. A run adds its figures to those of earlier
+runs on other databases or data sizes, and replaces those it measured again.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from bench.run import Figure
+
+KEYPLANE = "Keyplane"
+PEERS = ("FastAPI + SQLAlchemy", "DRF + drf-api-key")
+FLOOR = "AsyncApp no-op (floor)"
+VERIFY = "verify: valid"
+PATCH = "PATCH /v1/api-keys/{item_id}"
+RSS_LIMIT_MB = 150
+
+
+def write(
+    folder: Path,
+    figures: list[Figure],
+    rss: dict[str, dict[str, float]],
+    machine: dict[str, str],
+    options: dict[str, Any],
+) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "results.json"
+    earlier = json.loads(path.read_text()) if path.exists() else {"figures": [], "rss_mb": {}}
+    measured = {(f.database, f.keys) for f in figures}
+    kept = [f for f in earlier["figures"] if (f["database"], f["keys"]) not in measured]
+    every = [Figure(**f) for f in kept] + figures
+    results = {
+        "machine": machine,
+        "options": {k: v for k, v in options.items() if k != "postgres"},
+        "figures": [asdict(f) for f in every],
+        "rss_mb": earlier["rss_mb"] | rss,
+    }
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    (folder / "README.md").write_text(_markdown(every, results["rss_mb"], machine))
+    _chart(every, folder / "verify.png")
+
+
+def _index(figures: list[Figure]) -> dict[tuple[str, int, str, str], Figure]:
+    return {(f.database, f.keys, f.operation, f.contender): f for f in figures}
+
+
+def _markdown(
+    figures: list[Figure], rss: dict[str, dict[str, float]], machine: dict[str, str]
+) -> str:
+    lines = [
+        "# Benchmark results",
+        "",
+        'Written by `python -m bench.run` (see the README\'s "Benchmark"). Every server '
+        "runs 2 workers on 127.0.0.1; `wrk -t1 -c32`, the contenders of an operation "
+        "alternated within each round; figures are medians of the rounds.",
+        "",
+        "Machine: " + "; ".join(f"{k} {v}" for k, v in machine.items()) + ".",
+        "",
+    ]
+    at = _index(figures)
+    for database, keys in sorted({(f.database, f.keys) for f in figures}):
+        lines += [f"## {database}, {keys:,} keys", ""]
+        lines += ["| operation | contender | req/s | p50 ms | p99 ms | non-2xx | socket errors |"]
+        lines += ["|---|---|---:|---:|---:|---:|---:|"]
+        for f in sorted(
+            (f for f in figures if (f.database, f.keys) == (database, keys)),
+            key=lambda f: (f.operation, -f.rps),
+        ):
+            lines.append(
+                f"| {f.operation} | {f.contender} | {f.rps:,.0f} | {f.p50_ms:.1f} | "
+                f"{f.p99_ms:.1f} | {f.non_2xx} | {f.socket_errors} |"
+            )
+        lines += ["", "| target | measured | met |", "|---|---:|:---:|"]
+        for name, value, goal in _targets(at, database, keys, rss):
+            if value is not None:
+                lines.append(f"| {name} | {value:.2f} | {'yes' if value >= goal else '**no**'} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _targets(
+    at: dict[tuple[str, int, str, str], Figure],
+    database: str,
+    keys: int,
+    rss: dict[str, dict[str, float]],
+) -> list[tuple[str, float | None, float]]:
+    """(target, measured ratio, the ratio it must reach)."""
+
+    def rps(operation: str, contender: str, size: int = keys) -> float | None:
+        figure = at.get((database, size, operation, contender))
+        return figure.rps if figure else None
+
+    ours = rps(VERIFY, KEYPLANE)
+    peers = [r for r in (rps(VERIFY, p) for p in PEERS) if r]
+    floor = rps(VERIFY, FLOOR)
+    patch, patch_peer = rps(PATCH, KEYPLANE), rps(PATCH, PEERS[0])
+    verify = at.get((database, keys, VERIFY, KEYPLANE))
+    small = rps(VERIFY, KEYPLANE, 10_000)
+    memory = rss.get(f"{database}, {keys:,} keys", {})
+    return [
+        ("verify ÷ the faster peer (≥ 1.3)", ours / max(peers) if ours and peers else None, 1.3),
+        ("verify ÷ AsyncApp no-op (≥ 0.6)", ours / floor if ours and floor else None, 0.6),
+        (
+            "verify at this size ÷ at 10,000 keys (≥ 0.9)",
+            ours / small if ours and small and keys != 10_000 else None,
+            0.9,
+        ),
+        (
+            "4 ÷ (verify p99 ÷ p50) (≥ 1.0: p99 ≤ 4 p50)",
+            4 / (verify.p99_ms / verify.p50_ms) if verify and verify.p50_ms else None,
+            1.0,
+        ),
+        (
+            "PATCH ÷ the FastAPI peer's (≥ 1.0)",
+            patch / patch_peer if patch and patch_peer else None,
+            1.0,
+        ),
+        (
+            f"{RSS_LIMIT_MB} MB ÷ Keyplane's peak RSS per worker (≥ 1.0)",
+            RSS_LIMIT_MB / memory[KEYPLANE] if memory.get(KEYPLANE) else None,
+            1.0,
+        ),
+    ]
+
+
+def _chart(figures: list[Figure], path: Path) -> None:
+    groups = sorted({(f.database, f.keys) for f in figures})
+    contenders = [KEYPLANE, *PEERS, FLOOR]
+    at = _index(figures)
+    fig, axis = plt.subplots(figsize=(2.2 + 2.4 * len(groups), 4.5))
+    width = 0.8 / len(contenders)
+    for n, contender in enumerate(contenders):
+        values = [
+            at[(d, k, VERIFY, contender)].rps if (d, k, VERIFY, contender) in at else 0
+            for d, k in groups
+        ]
+        bars = axis.bar([g + n * width for g in range(len(groups))], values, width, label=contender)
+        axis.bar_label(bars, fmt="%.0f", fontsize=7)
+    axis.set_xticks([g + width * (len(contenders) - 1) / 2 for g in range(len(groups))])
+    axis.set_xticklabels([f"{d}\n{k:,} keys" for d, k in groups])
+    axis.set_ylabel("verify, req/s (2 workers, wrk -c32)")
+    axis.set_title("Verifying a valid key")
+    axis.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

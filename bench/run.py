@@ -1,0 +1,494 @@
+"""Keyplane against what its users would build instead, on this machine.
+
+    python -m bench.run                      # 10,000 keys, SQLite and PostgreSQL
+    python -m bench.run --keys 1000000       # the large data set (adds to the results)
+    python -m bench.run --smoke              # every contender answers correctly once
+
+Each contender is its own server on 127.0.0.1 with 2 workers, serving the same
+operations on the same number of keys: Keyplane as ``keyplane serve`` runs it, a
+FastAPI + SQLAlchemy app written as FastAPI's tutorial teaches, Django REST
+Framework + djangorestframework-api-key on gunicorn, and two floors (a validated
+no-op verify on Connexion's ``AsyncApp`` from the same spec, and Keyplane's
+``/healthz``). ``wrk`` drives each for a few seconds at a time, the contenders of
+one operation alternated (A B C A B C ...) so that drift on a shared machine
+touches them all alike. The figures are the medians of the rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from bench.seed import HELD, seed
+
+HERE = Path(__file__).resolve().parent
+REPOSITORY = HERE.parent
+BIN = Path(sys.executable).parent
+RESULTS = HERE / "results"
+SECRET = "bench-only-secret-never-for-a-real-deployment-0123456789"  # noqa: S105
+PASSWORD = "bench-password-0123456789"  # noqa: S105
+WRK = shutil.which("wrk") or "wrk"
+DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str
+    body: str = ""
+    authorization: str = ""
+
+    @property
+    def content_type(self) -> str:
+        return "application/json" if self.body else ""
+
+
+@dataclass(frozen=True)
+class Expect:
+    status: int
+    code: str | None = None  # a verify answer's code
+
+
+@dataclass
+class Contender:
+    name: str
+    command: list[str]
+    env: dict[str, str]
+    ready: str  # a GET path that answers 200 once the server serves
+    operations: dict[str, tuple[Request, Expect]] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+    port: int = 0
+
+
+@dataclass(frozen=True)
+class Figure:
+    database: str
+    keys: int
+    operation: str
+    contender: str
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    non_2xx: int
+    socket_errors: int
+    rounds: int
+
+
+def _verify(key: str, permissions: list[str] | None = None) -> str:
+    return json.dumps({"key": key, "permissions": permissions or [HELD]})
+
+
+def _verifies(valid: str, lacking: str, malformed: str) -> dict[str, tuple[Request, Expect]]:
+    return {
+        "verify: valid": (Request("POST", "/v1/keys/verify", _verify(valid)), Expect(200, "VALID")),
+        "verify: malformed": (
+            Request("POST", "/v1/keys/verify", _verify(malformed)),
+            Expect(200, "NOT_FOUND"),
+        ),
+        "verify: lacking a permission": (
+            Request("POST", "/v1/keys/verify", _verify(lacking)),
+            Expect(200, "INSUFFICIENT_PERMISSIONS"),
+        ),
+    }
+
+
+def _manages(key_id: int, token: str) -> dict[str, tuple[Request, Expect]]:
+    bearer = f"Bearer {token}"
+    patch = json.dumps({"description": "benchmarked", "expires_at": "2030-01-01T00:00:00Z"})
+    return {
+        "PATCH /v1/api-keys/{item_id}": (
+            Request("PATCH", f"/v1/api-keys/{key_id}", patch, bearer),
+            Expect(200),
+        ),
+        "list keys (20)": (Request("GET", "/v1/api-keys?limit=20", "", bearer), Expect(200)),
+    }
+
+
+class Databases:
+    """Each contender's own database: a SQLite file, or a new PostgreSQL database."""
+
+    def __init__(self, kind: str, postgres: str, folder: Path) -> None:
+        self.kind = kind
+        self._postgres = make_url(postgres)
+        self._folder = folder
+        self._created: list[str] = []
+
+    def new(self, name: str) -> str:
+        if self.kind == "sqlite":
+            return f"sqlite:///{self._folder / name}.db"
+        database = f"kpbench_{os.getpid()}_{name}"
+        self._admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        self._admin(f'CREATE DATABASE "{database}"')
+        self._created.append(database)
+        return self._postgres.set(database=database).render_as_string(hide_password=False)
+
+    def drop_all(self) -> None:
+        for database in self._created:
+            self._admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+    def _admin(self, statement: str) -> None:
+        engine = create_engine(self._postgres, isolation_level="AUTOCOMMIT")
+        try:
+            with engine.connect() as connection:
+                connection.execute(text(statement))
+        finally:
+            engine.dispose()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _uvicorn(app: str) -> list[str]:
+    quiet = ["--no-access-log", "--log-level", "warning"]
+    return [str(BIN / "uvicorn"), app, "--workers", "2", "--port", "{port}", *quiet]
+
+
+def _python(module: str, *args: str, env: dict[str, str]) -> None:
+    subprocess.run(  # noqa: S603
+        [sys.executable, "-m", module, *args],
+        cwd=REPOSITORY,
+        env={**os.environ, **env},
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def prepare(databases: Databases, keys: int, folder: Path) -> list[Contender]:
+    """Seed every contender's data set and describe how to serve it."""
+    contenders = []
+
+    url = databases.new("keyplane")
+    seeded = seed(url, SECRET, keys, "bench", PASSWORD)
+    keyplane = Contender(
+        "Keyplane",
+        [str(BIN / "keyplane"), "serve", "--workers", "2", "--port", "{port}"],
+        {"KEYPLANE_DATABASE_URL": url, "KEYPLANE_SECRET_KEY": SECRET},
+        "/healthz",
+        _verifies(seeded.valid, seeded.lacking, "kp_malformed"),
+    )
+    keyplane.operations |= _manages(seeded.key_id, seeded.token)
+    keyplane.operations["healthz (floor)"] = (Request("GET", "/healthz"), Expect(200))
+    contenders.append(keyplane)
+
+    url = databases.new("fastapi")
+    env = {"BENCH_DATABASE_URL": url, "BENCH_JWT_SECRET": SECRET}
+    info = folder / "fastapi.json"
+    _python("bench.peers.fastapi_peer.seed", "--keys", str(keys), "--out", str(info), env=env)
+    peer = json.loads(info.read_text())
+    fastapi = Contender(
+        "FastAPI + SQLAlchemy",
+        _uvicorn("bench.peers.fastapi_peer.app:app"),
+        env,
+        "/docs",
+        _verifies(peer["valid"], peer["lacking"], peer["malformed"]),
+    )
+    fastapi.operations |= _manages(peer["patch_id"], peer["token"])
+    contenders.append(fastapi)
+
+    url = databases.new("drf")
+    env = {"BENCH_DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": "bench.peers.drf_peer.settings"}
+    info = folder / "drf.json"
+    _python("bench.peers.drf_peer.seed", "--keys", str(keys), "--out", str(info), env=env)
+    peer = json.loads(info.read_text())
+    contenders.append(
+        Contender(
+            "DRF + drf-api-key",
+            [
+                str(BIN / "gunicorn"),
+                "-w",
+                "2",
+                "-b",
+                "127.0.0.1:{port}",
+                "bench.peers.drf_peer.wsgi",
+            ],
+            env,
+            "",
+            _verifies(peer["valid"], peer["lacking"], peer["malformed"]),
+        )
+    )
+
+    floor = Contender(
+        "AsyncApp no-op (floor)",
+        _uvicorn("bench.floor:app"),
+        {},
+        "",
+        # The same validated request as Keyplane's; the handler answers without looking.
+        {"verify: valid": (Request("POST", "/v1/keys/verify", _verify(seeded.valid)), Expect(200))},
+    )
+    contenders.append(floor)
+    return contenders
+
+
+@contextlib.contextmanager
+def serving(contenders: list[Contender]) -> Iterator[None]:
+    try:
+        for contender in contenders:
+            contender.port = _free_port()
+            command = [part.replace("{port}", str(contender.port)) for part in contender.command]
+            contender.process = subprocess.Popen(  # noqa: S603
+                command,
+                cwd=REPOSITORY,
+                env={**os.environ, **contender.env},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        for contender in contenders:
+            _wait_ready(contender)
+        yield
+    finally:
+        for contender in contenders:
+            if contender.process is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(contender.process.pid, signal.SIGTERM)
+        for contender in contenders:
+            if contender.process is not None:
+                try:
+                    contender.process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    os.killpg(contender.process.pid, signal.SIGKILL)
+
+
+def _wait_ready(contender: Contender, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert contender.process is not None
+        if contender.process.poll() is not None:
+            raise SystemExit(f"{contender.name} exited while starting")
+        if contender.ready:
+            with contextlib.suppress(OSError):
+                status, _ = _send(contender, Request("GET", contender.ready))
+                if status == 200:
+                    return
+        else:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", contender.port), timeout=1),
+            ):
+                return
+        time.sleep(0.2)
+    raise SystemExit(f"{contender.name} did not answer within {seconds:.0f} s")
+
+
+def _send(contender: Contender, request: Request) -> tuple[int, Any]:
+    http = urllib.request.Request(
+        f"http://127.0.0.1:{contender.port}{request.path}",
+        data=request.body.encode() or None,
+        method=request.method,
+    )
+    if request.content_type:
+        http.add_header("Content-Type", request.content_type)
+    if request.authorization:
+        http.add_header("Authorization", request.authorization)
+    try:
+        with urllib.request.urlopen(http, timeout=10) as response:  # noqa: S310
+            raw, status = response.read(), response.status
+    except urllib.error.HTTPError as error:
+        raw, status = error.read(), error.code
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, raw
+
+
+def check(contenders: list[Contender]) -> list[str]:
+    """Every contender answers every operation as it should: the smoke test's whole job."""
+    wrong = []
+    for contender in contenders:
+        for operation, (request, expect) in contender.operations.items():
+            status, body = _send(contender, request)
+            code = body.get("code") if isinstance(body, dict) else None
+            if status != expect.status or (expect.code is not None and code != expect.code):
+                wrong.append(f"{contender.name}, {operation}: {status} {body!r:.200}")
+    return wrong
+
+
+def _wrk(
+    contender: Contender, request: Request, seconds: float, connections: int
+) -> dict[str, Any]:
+    result = subprocess.run(  # noqa: S603
+        [
+            WRK,
+            "-t1",
+            f"-c{connections}",
+            f"-d{round(seconds)}s",
+            "--timeout",
+            "5s",
+            "-s",
+            str(HERE / "wrk.lua"),
+            f"http://127.0.0.1:{contender.port}{request.path}",
+        ],
+        env={
+            **os.environ,
+            "BENCH_METHOD": request.method,
+            "BENCH_BODY": request.body,
+            "BENCH_CONTENT_TYPE": request.content_type,
+            "BENCH_AUTHORIZATION": request.authorization,
+        },
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    figures: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return figures
+
+
+def measure(
+    contenders: list[Contender],
+    database: str,
+    keys: int,
+    seconds: float,
+    rounds: int,
+    connections: int,
+) -> list[Figure]:
+    operations = list(dict.fromkeys(op for c in contenders for op in c.operations))
+    runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for contender in contenders:  # warm every path once, unrecorded
+        for request, _ in contender.operations.values():
+            _wrk(contender, request, 1, connections)
+    for round_ in range(rounds):
+        for operation in operations:
+            for contender in contenders:
+                if operation not in contender.operations:
+                    continue
+                run = _wrk(contender, contender.operations[operation][0], seconds, connections)
+                runs.setdefault((operation, contender.name), []).append(run)
+                print(
+                    f"  [{database}, {keys:,} keys, round {round_ + 1}/{rounds}] {operation:32} "
+                    f"{contender.name:24} {run['requests'] / run['seconds']:8.0f} req/s",
+                    flush=True,
+                )
+    return [
+        Figure(
+            database,
+            keys,
+            operation,
+            name,
+            rps=statistics.median(r["requests"] / r["seconds"] for r in measured),
+            p50_ms=statistics.median(r["p50_ms"] for r in measured),
+            p99_ms=statistics.median(r["p99_ms"] for r in measured),
+            non_2xx=sum(r["non_2xx"] for r in measured),
+            socket_errors=sum(r["socket_errors"] for r in measured),
+            rounds=len(measured),
+        )
+        for (operation, name), measured in runs.items()
+    ]
+
+
+def peak_rss_mb(contender: Contender) -> float:
+    """The largest peak resident set of the server's worker processes (VmHWM), in MB."""
+    assert contender.process is not None
+    pids = _descendants(contender.process.pid) or [contender.process.pid]
+    peaks = []
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peaks.append(int(line.split()[1]) / 1024)
+    return max(peaks, default=0.0)
+
+
+def _descendants(pid: int) -> list[int]:
+    children: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            raw = (task / "children").read_text().split()
+            children += [int(child) for child in raw]
+    return [d for child in children for d in (child, *_descendants(child))]
+
+
+def machine() -> dict[str, str]:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    memory = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]
+    wrk = subprocess.run([WRK, "--version"], capture_output=True, text=True).stdout  # noqa: S603
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": f"{os.cpu_count()} cores, {cpu}",
+        "memory": f"{int(memory) // 1024 // 1024} GiB",
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "wrk": wrk.split(" [")[0].strip(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
+    parser.add_argument("--keys", type=int, default=10_000)
+    parser.add_argument("--databases", default="sqlite,postgresql")
+    parser.add_argument("--seconds", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument(
+        "--postgres", default=os.environ.get("KEYPLANE_TEST_POSTGRES_URL", DEFAULT_POSTGRES)
+    )
+    parser.add_argument(
+        "--smoke", action="store_true", help="answer each operation once; no timing"
+    )
+    args = parser.parse_args(argv)
+    if not args.smoke and not shutil.which("wrk"):
+        print("the benchmark drives load with wrk: apt-get install wrk", file=sys.stderr)
+        return 2
+
+    figures: list[Figure] = []
+    rss: dict[str, dict[str, float]] = {}
+    for database in args.databases.split(","):
+        with tempfile.TemporaryDirectory(prefix="kpbench-") as folder:
+            databases = Databases(database, args.postgres, Path(folder))
+            try:
+                keys = 100 if args.smoke else args.keys
+                print(f"{database}: seeding {keys:,} keys per contender", flush=True)
+                contenders = prepare(databases, keys, Path(folder))
+                with serving(contenders):
+                    wrong = check(contenders)
+                    if wrong:
+                        print("\n".join(["wrong answers:", *wrong]), file=sys.stderr)
+                        return 1
+                    if args.smoke:
+                        print(f"{database}: every contender answered every operation correctly")
+                        continue
+                    figures += measure(
+                        contenders, database, keys, args.seconds, args.rounds, args.connections
+                    )
+                    rss[f"{database}, {keys:,} keys"] = {c.name: peak_rss_mb(c) for c in contenders}
+            finally:
+                databases.drop_all()
+    if not args.smoke:
+        from bench.report import write
+
+        write(RESULTS, figures, rss, machine(), vars(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

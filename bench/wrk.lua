@@ -1,0 +1,20 @@
+-- One request, repeated: what bench/run.py asks for through the environment.
+-- At the end, one JSON line with the figures bench/run.py reads.
+wrk.method = os.getenv("BENCH_METHOD")
+wrk.body = os.getenv("BENCH_BODY") ~= "" and os.getenv("BENCH_BODY") or nil
+if os.getenv("BENCH_CONTENT_TYPE") ~= "" then
+  wrk.headers["Content-Type"] = os.getenv("BENCH_CONTENT_TYPE")
+end
+if os.getenv("BENCH_AUTHORIZATION") ~= "" then
+  wrk.headers["Authorization"] = os.getenv("BENCH_AUTHORIZATION")
+end
+
+done = function(summary, latency, requests)
+  local errors = summary.errors
+  io.write(string.format(
+    '{"requests": %d, "seconds": %f, "non_2xx": %d, "socket_errors": %d, ' ..
+    '"p50_ms": %f, "p99_ms": %f}\n',
+    summary.requests, summary.duration / 1e6, errors.status,
+    errors.connect + errors.read + errors.write + errors.timeout,
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000))
+end

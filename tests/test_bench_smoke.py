@@ -1,0 +1,28 @@
+"""The benchmark's smoke run, never its timing: every contender, started as the
+benchmark starts it (its own server, 2 workers, its own data), answers every
+operation it is measured on correctly, on this run's database.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import POSTGRES_ADMIN_URL
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+
+def test_every_contender_answers_every_operation_correctly(db_kind):
+    smoke = ["--smoke", "--databases", db_kind, "--postgres", POSTGRES_ADMIN_URL]
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.run", *smoke],
+        cwd=REPOSITORY,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "every contender answered every operation correctly" in result.stdout
