@@ -111,11 +111,11 @@ class KeyStatus(enum.StrEnum):
 
 class ApiKey(Base):
     __tablename__ = "api_keys"
+    # An account's keys, newest first (lists and their cursors), from the index alone.
+    __table_args__ = (Index("ix_api_keys_account_id_id", "account_id", "id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    account_id: Mapped[int] = mapped_column(
-        ForeignKey("accounts.id", ondelete="CASCADE"), index=True
-    )
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     key_prefix: Mapped[str] = mapped_column(String(32))
     # HMAC-SHA256 (hex) of the full key under the server secret; never the key itself.
