@@ -54,3 +54,4 @@ def test_schemathesis_finds_no_failure_against_a_live_server(module_database_url
     links = re.search(r"API Links:\s+(\d+) covered / (\d+) selected", report)
     assert links is not None, report[-3000:]
     assert int(links[1]) >= MIN_LINKS, links[0]
+    print(f"schemathesis against a live server: {links[0]}")  # shown by pytest -rP
