@@ -281,7 +281,7 @@ def _wait_ready(contender: Contender, seconds: float = 60) -> None:
             raise SystemExit(f"{contender.name} exited while starting")
         if contender.ready:
             with contextlib.suppress(OSError):
-                status, _ = _send(contender, Request("GET", contender.ready))
+                status, _ = send(contender, Request("GET", contender.ready))
                 if status == 200:
                     return
         else:
@@ -294,7 +294,7 @@ def _wait_ready(contender: Contender, seconds: float = 60) -> None:
     raise SystemExit(f"{contender.name} did not answer within {seconds:.0f} s")
 
 
-def _send(contender: Contender, request: Request) -> tuple[int, Any]:
+def send(contender: Contender, request: Request) -> tuple[int, Any]:
     http = urllib.request.Request(
         f"http://127.0.0.1:{contender.port}{request.path}",
         data=request.body.encode() or None,
@@ -320,7 +320,7 @@ def check(contenders: list[Contender]) -> list[str]:
     wrong = []
     for contender in contenders:
         for operation, (request, expect) in contender.operations.items():
-            status, body = _send(contender, request)
+            status, body = send(contender, request)
             code = body.get("code") if isinstance(body, dict) else None
             if status != expect.status or (expect.code is not None and code != expect.code):
                 wrong.append(f"{contender.name}, {operation}: {status} {body!r:.200}")
