@@ -2,7 +2,8 @@
 
 A list is ``WHERE account_id = ? ORDER BY id DESC LIMIT n``. SQLite's index on
 ``account_id`` holds the rowid and serves that order already; PostgreSQL's does not,
-and sorted every key of the account on every page (all 10,000 of the benchmark's).
+so with many accounts it must either sort an account's keys or walk every account's
+newer keys along the primary key. ``(account_id, id)`` serves the page directly.
 
 Revision ID: 0005
 Revises: 0004
