@@ -125,15 +125,16 @@ async def _principal(
             raise Unauthorized(INVALID_CREDENTIALS)
         digests = secrets.api_key_digests(credential)
         found = await lookups.key(digests)
-        if found is None or judge(found, (), now) is not Code.VALID or not found.owner_active:
+        if found is None or judge(found, (), now) is not Code.VALID:
             raise Unauthorized(INVALID_CREDENTIALS)
         usage.note(found, digests[0], now)
         return Principal(
             user_id=found.user_id, key_id=found.key_id, key_account_id=found.account_id
         )
-    user_id = secrets.user_id_from_token(credential)
-    user = await lookups.user(user_id) if user_id is not None else None
-    if user is None or not user.active:
+    subject = secrets.token_subject(credential)
+    user = await lookups.user(subject[0]) if subject is not None else None
+    # A token from before the user's last password change is over.
+    if user is None or not user.active or subject is None or subject[1] != user.token_generation:
         raise Unauthorized(INVALID_CREDENTIALS)
     return Principal(user_id=user.user_id, memberships=user.memberships)
 

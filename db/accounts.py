@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import exists, select
+from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 
+import db.api_keys
 from db import audit, permissions, users
+from db.errors import Conflict, NotFound
 from db.models import Account, Membership, Role, User
+
+MEMBER_NOT_FOUND = "User not found in this account"
+LAST_ADMIN = "An account keeps at least one admin: make another member admin first"
 
 
 def create(session: Session, name: str) -> Account:
@@ -67,6 +72,130 @@ def members(session: Session, account_id: int) -> list[tuple[User, Membership]]:
         .order_by(Membership.created_at, User.id)
     )
     return [(user, membership) for user, membership in rows]
+
+
+def member(session: Session, account_id: int, user_id: int) -> tuple[User, Membership]:
+    row = session.execute(
+        select(User, Membership)
+        .join(Membership, Membership.user_id == User.id)
+        .where(Membership.account_id == account_id, Membership.user_id == user_id)
+    ).one_or_none()
+    if row is None:
+        raise NotFound(MEMBER_NOT_FOUND)
+    return row[0], row[1]
+
+
+def set_role(
+    session: Session,
+    account_id: int,
+    user_id: int,
+    role: Role,
+    *,
+    actor: audit.Actor,
+    now: datetime,
+) -> tuple[User, Membership]:
+    """The last admin cannot step down (nor be stepped down) while no other admin exists."""
+    _lock(session, account_id)
+    user, membership = member(session, account_id, user_id)
+    if membership.role is not role:
+        if membership.role is Role.ADMIN:
+            _keep_an_admin(session, account_id)
+        audit.record(
+            session,
+            account_id=account_id,
+            actor=actor,
+            action="user.role_changed",
+            target=("user", user_id),
+            changes={"role": {"from": membership.role.value, "to": role.value}},
+            now=now,
+        )
+        membership.role = role
+        session.flush()
+    return user, membership
+
+
+def remove_member(
+    session: Session, account_id: int, user_id: int, *, actor: audit.Actor, now: datetime
+) -> int:
+    """Out of the account, with every key of theirs in it switched off: how many.
+
+    The keys stay off if the user comes back; an admin may turn each on again.
+    """
+    _lock(session, account_id)
+    db.api_keys.lock_owned(session, account_id, user_id)
+    _, membership = member(session, account_id, user_id)
+    if membership.role is Role.ADMIN:
+        _keep_an_admin(session, account_id)
+    session.delete(membership)
+    session.flush()
+    disabled = db.api_keys.disable_owned(session, account_id, user_id, now)
+    audit.record(
+        session,
+        account_id=account_id,
+        actor=actor,
+        action="user.removed",
+        target=("user", user_id),
+        changes={"role": membership.role.value, "keys_disabled": disabled},
+        now=now,
+    )
+    return disabled
+
+
+def other_accounts(session: Session, account_id: int, user_id: int) -> int:
+    """How many accounts besides this one the user belongs to."""
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(Membership)
+            .where(Membership.user_id == user_id, Membership.account_id != account_id)
+        )
+        or 0
+    )
+
+
+def _lock(session: Session, account_id: int) -> None:
+    """Membership changes of one account, one at a time (PostgreSQL; SQLite's writer lock
+    serializes them already), so that two admins cannot both step down at once."""
+    # FOR NO KEY UPDATE: other membership changes wait; key and audit inserts, which
+    # key-share the account row for their foreign key, do not.
+    locked = select(Account.id).where(Account.id == account_id).with_for_update(key_share=True)
+    if session.scalar(locked) is None:
+        raise NotFound("Account not found")
+
+
+def _keep_an_admin(session: Session, account_id: int) -> None:
+    admins = session.scalar(
+        select(func.count())
+        .select_from(Membership)
+        .where(Membership.account_id == account_id, Membership.role == Role.ADMIN)
+    )
+    if (admins or 0) <= 1:
+        raise Conflict(LAST_ADMIN)
+
+
+def set_user_active(session: Session, user: User, active: bool, *, now: datetime) -> int:
+    """The operator's switch. Deactivating ends the user's tokens and switches off their
+    keys in every account; they stay off when the user is activated again. Each of the
+    user's accounts has it in its audit trail. Returns how many keys it switched off."""
+    if user.is_active == active:
+        return 0
+    db.api_keys.lock_owned(session, None, user.id)
+    disabled = 0
+    if not active:
+        disabled = db.api_keys.disable_owned(session, None, user.id, now)
+        user.token_generation += 1
+    user.is_active = active
+    session.flush()
+    for account, _ in memberships_of(session, user.id):
+        audit.record(
+            session,
+            account_id=account.id,
+            actor=audit.OPERATOR,
+            action="user.activated" if active else "user.deactivated",
+            target=("user", user.id),
+            now=now,
+        )
+    return disabled
 
 
 def create_with_admin(

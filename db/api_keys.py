@@ -14,17 +14,21 @@ final record is exactly one request's result.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, or_, select, true
+from sqlalchemy import update as update_statement
 from sqlalchemy.orm import Session, joinedload
 
 import db.audit
 import db.permissions
+import db.policies
+import db.users
 from db import crypto
-from db.errors import Conflict, NotFound
+from db.errors import Conflict, Forbidden, InvalidInput, NotFound
 from db.models import ApiKey, ApiKeyPermission, KeyStatus
 from db.pages import Page, newest_first
 
@@ -34,7 +38,11 @@ _CANNOT_ROTATE = {
     KeyStatus.EXPIRED: "An expired key cannot be rotated",
 }
 # Fields a PATCH may change; the keys of ``changes`` in ``update``.
-EDITABLE_FIELDS = frozenset({"description", "expires_at", "permissions"})
+EDITABLE_FIELDS = frozenset(
+    {"description", "expires_at", "permissions", "external_id", "meta", "enabled"}
+)
+OWNER_GONE = "The key's owner is no longer an active member of this account"
+MAX_META_BYTES = 4096
 
 
 @dataclass(frozen=True)
@@ -69,9 +77,21 @@ def issue(
     permissions: list[str],
     actor: db.audit.Actor,
     now: datetime,
+    by_admin: bool = False,
+    external_id: str | None = None,
+    meta: dict[str, Any] | None = None,
+    enabled: bool = True,
 ) -> tuple[ApiKey, str]:
-    """Create a key; returns the record and the full key, which is never seen again."""
+    """Create a key within the account's policy; returns the record and the full key,
+    which is never seen again."""
+    _check_meta(meta)
+    if not db.users.is_active_member(session, account_id, user_id):
+        raise Forbidden("You are not a member of this account")
+    policy = db.policies.of(session, account_id)
+    policy.check_expiry(expires_at, now)
     granted = db.permissions.require_known(session, account_id, permissions)
+    if not by_admin:
+        policy.check_member_grants(granted)
     full_key = crypto.generate_api_key()
     key = ApiKey(
         account_id=account_id,
@@ -80,6 +100,10 @@ def issue(
         key_digest=secrets.api_key_digest(full_key),
         description=description,
         expires_at=expires_at,
+        expiry_set_by_admin=by_admin and expires_at is not None,
+        external_id=external_id,
+        meta=meta,
+        enabled=enabled,
         created_at=now,
         updated_at=now,
     )
@@ -120,6 +144,7 @@ def page(
     status: KeyStatus | None,
     cursor: str | None,
     limit: int,
+    external_id: str | None = None,
 ) -> Page[ApiKey]:
     # The permissions come joined to the page, not as a second query by ``IN`` (the
     # relationship's default): PostgreSQL then plans per page row, 21 index probes,
@@ -128,6 +153,8 @@ def page(
     query = select(ApiKey).where(scope.clause()).options(joinedload(ApiKey.permission_links))
     if status is not None:
         query = query.where(_status_clause(status, now))
+    if external_id is not None:
+        query = query.where(ApiKey.external_id == external_id)
     return newest_first(session, query, ApiKey.id, cursor=cursor, limit=limit)
 
 
@@ -138,17 +165,33 @@ def update(
     changes: dict[str, Any],
     actor: db.audit.Actor,
     now: datetime,
+    by_admin: bool = False,
 ) -> ApiKey:
+    """``changes`` holds only what the request sets; the policy judges what changes."""
     unknown = set(changes) - EDITABLE_FIELDS
     if unknown:
         raise ValueError(f"not editable: {sorted(unknown)}")
+    _check_meta(changes.get("meta"))
     key = _locked(session, scope, key_id)
     before = _snapshot(key)
-    for field, value in changes.items():
-        if field == "permissions":
-            _grant_exactly(session, key, value)
-        else:
-            setattr(key, field, value)
+    if "expires_at" in changes and changes["expires_at"] != key.expires_at:
+        wanted = changes["expires_at"]
+        if not by_admin:
+            db.policies.check_member_expiry(
+                key.expires_at, wanted, set_by_admin=key.expiry_set_by_admin
+            )
+        db.policies.of(session, key.account_id).check_expiry(wanted, now)
+        key.expires_at = wanted
+        if by_admin:
+            key.expiry_set_by_admin = wanted is not None
+    if "permissions" in changes:
+        _grant_exactly(session, key, changes["permissions"], by_admin=by_admin)
+    turning_on = changes.get("enabled") is True and not key.enabled
+    if turning_on and not db.users.is_active_member(session, key.account_id, key.user_id):
+        raise Conflict(OWNER_GONE)
+    for field in ("description", "external_id", "meta", "enabled"):
+        if field in changes:
+            setattr(key, field, changes[field])
     key.updated_at = now
     session.flush()
     after = _snapshot(key)
@@ -189,7 +232,7 @@ def rotate(
     """
     key = _locked(session, scope, key_id)
     status = key.status_at(now)
-    if status is not KeyStatus.ACTIVE:
+    if status in _CANNOT_ROTATE:  # a disabled key may be rotated: it can be enabled again
         raise Conflict(_CANNOT_ROTATE[status])
     full_key = crypto.generate_api_key()
     if grace > timedelta(0):
@@ -208,8 +251,14 @@ def rotate(
     return key, full_key
 
 
-def _grant_exactly(session: Session, key: ApiKey, permission_ids: list[str]) -> None:
+def _grant_exactly(
+    session: Session, key: ApiKey, permission_ids: list[str], *, by_admin: bool
+) -> None:
     wanted = set(db.permissions.require_known(session, key.account_id, permission_ids))
+    if not by_admin:  # a member may keep what an admin granted, and add what members may
+        db.policies.of(session, key.account_id).check_member_grants(
+            sorted(wanted - set(key.permissions))
+        )
     key.permission_links = [link for link in key.permission_links if link.permission_id in wanted]
     held = set(key.permissions)
     key.permission_links += [
@@ -217,11 +266,51 @@ def _grant_exactly(session: Session, key: ApiKey, permission_ids: list[str]) -> 
     ]
 
 
+def _check_meta(meta: dict[str, Any] | None) -> None:
+    if meta is None:
+        return
+    size = len(json.dumps(meta, separators=(",", ":"), ensure_ascii=False).encode())
+    if size > MAX_META_BYTES:
+        raise InvalidInput(
+            f"meta is {size} bytes as compact JSON; at most {MAX_META_BYTES}", ["body", "meta"]
+        )
+
+
+def lock_owned(session: Session, account_id: int | None, user_id: int) -> None:
+    """Lock every key of ``user_id`` (in one account, or all) before the owner's
+    membership or activity changes.
+
+    Locks are taken keys first, then the owner's rows, everywhere: a key's change
+    locks the key, then share-locks its owner's rows (``db.users.is_active_member``).
+    Taking them in the other order here would deadlock against it.
+    """
+    session.scalars(select(ApiKey.id).where(_owned(account_id, user_id)).with_for_update()).all()
+
+
+def disable_owned(session: Session, account_id: int | None, user_id: int, now: datetime) -> int:
+    """Switch off every enabled key of ``user_id`` (in one account, or all): how many."""
+    switched = session.scalars(
+        update_statement(ApiKey)
+        .where(_owned(account_id, user_id), ApiKey.enabled.is_(True))
+        .values(enabled=False, updated_at=now)
+        .returning(ApiKey.id)
+    )
+    return len(switched.all())
+
+
+def _owned(account_id: int | None, user_id: int) -> ColumnElement[bool]:
+    condition = ApiKey.user_id == user_id
+    return condition if account_id is None else and_(condition, ApiKey.account_id == account_id)
+
+
 def _snapshot(key: ApiKey) -> dict[str, Any]:
     return {
         "description": key.description,
         "expires_at": key.expires_at,
         "permissions": key.permissions,
+        "external_id": key.external_id,
+        "meta": key.meta,
+        "enabled": key.enabled,
     }
 
 
@@ -250,4 +339,6 @@ def _status_clause(status: KeyStatus, now: datetime) -> ColumnElement[bool]:
         return ApiKey.revoked_at.is_not(None)
     if status is KeyStatus.EXPIRED:
         return and_(ApiKey.revoked_at.is_(None), ApiKey.expires_at <= now)
-    return and_(ApiKey.revoked_at.is_(None), not_expired)
+    if status is KeyStatus.DISABLED:
+        return and_(ApiKey.revoked_at.is_(None), not_expired, ApiKey.enabled.is_(False))
+    return and_(ApiKey.revoked_at.is_(None), not_expired, ApiKey.enabled.is_(True))

@@ -115,13 +115,28 @@ class Secrets:
         """What the login throttle and audit trail know of a username: a keyed hash."""
         return _digest(self.current.login_throttling, username)
 
-    def issue_user_token(self, user_id: int, ttl: timedelta, now: datetime | None = None) -> str:
+    def issue_user_token(
+        self, user_id: int, ttl: timedelta, now: datetime | None = None, generation: int = 0
+    ) -> str:
+        """``generation``: the user's token generation; a password change ends the older."""
         issued = now or datetime.now(UTC)
-        claims = {"sub": str(user_id), "iat": issued, "exp": issued + ttl, "typ": "access"}
+        claims = {
+            "sub": str(user_id),
+            "iat": issued,
+            "exp": issued + ttl,
+            "typ": "access",
+            "gen": generation,
+        }
         return jwt.encode(claims, self.current.token_signing, algorithm="HS256")
 
     def user_id_from_token(self, token: str) -> int | None:
         """The user id of a valid, unexpired token; None for anything else."""
+        subject = self.token_subject(token)
+        return None if subject is None else subject[0]
+
+    def token_subject(self, token: str) -> tuple[int, int] | None:
+        """(user id, token generation) of a valid, unexpired token; None for anything else.
+        Tokens from before generations were counted are generation 0."""
         for keys in (self.current, *self.previous):
             try:
                 claims = jwt.decode(
@@ -132,10 +147,12 @@ class Secrets:
                 )
             except jwt.PyJWTError:
                 continue
-            subject = claims.get("sub")
+            subject, generation = claims.get("sub"), claims.get("gen", 0)
             if claims.get("typ") != "access" or not isinstance(subject, str):
                 return None
-            return int(subject) if subject.isdigit() else None
+            if not subject.isdigit() or type(generation) is not int:
+                return None
+            return int(subject), generation
         return None
 
 

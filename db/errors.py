@@ -54,15 +54,15 @@ class UnknownPermissions(InvalidInput):
 
     console_message = "Invalid permissions provided"
 
-    def __init__(self, positions: list[int]) -> None:
-        super().__init__(
-            "Permission is not in the account's catalog", ["body", "permissions", positions[0]]
-        )
+    def __init__(self, positions: list[int], field: str = "permissions") -> None:
+        message = "Permission is not in the account's catalog"
+        super().__init__(message, ["body", field, positions[0]])
         self.positions = positions
+        self.field = field
 
     def details(self) -> list[dict[str, Any]]:
         return [
-            {"loc": ["body", "permissions", i], "msg": self.message, "type": self.error_type}
+            {"loc": ["body", self.field, i], "msg": self.message, "type": self.error_type}
             for i in self.positions
         ]
 

@@ -19,7 +19,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import ARRAY, Select, String, any_, bindparam, func, literal_column, or_, select
+from sqlalchemy import (
+    ARRAY,
+    Select,
+    String,
+    Text,
+    any_,
+    bindparam,
+    cast,
+    func,
+    literal_column,
+    or_,
+    select,
+)
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.dialects.postgresql import asyncpg as postgresql_asyncpg
 from sqlalchemy.engine import URL, Dialect, make_url
@@ -36,6 +48,7 @@ class Code(enum.StrEnum):
     NOT_FOUND = "NOT_FOUND"
     EXPIRED = "EXPIRED"
     REVOKED = "REVOKED"
+    DISABLED = "DISABLED"
     INSUFFICIENT_PERMISSIONS = "INSUFFICIENT_PERMISSIONS"
 
 
@@ -46,6 +59,9 @@ class Found:
     ``by_current_secret`` is False for the secret a rotation replaced (in its grace).
     ``stale_digest`` names the column whose digest was made with a previous server
     secret, so that it can be renewed with the current one (``db.usage``).
+    ``enabled`` is the key's switch and its owner's standing together: False when
+    the key is switched off, or its owner is deactivated or no longer in the account.
+    ``meta`` is the key's JSON text, decoded only for a VALID answer.
     """
 
     key_id: int
@@ -57,7 +73,9 @@ class Found:
     revoked_at: datetime | None
     last_used_at: datetime | None
     permissions: tuple[str, ...]
-    owner_active: bool
+    enabled: bool
+    external_id: str | None
+    meta: str | None
     stale_digest: tuple[str, str] | None = None  # (column, digest)
 
 
@@ -67,6 +85,7 @@ class UserFound:
 
     user_id: int
     active: bool
+    token_generation: int
     memberships: tuple[tuple[int, Role], ...]
 
 
@@ -82,15 +101,23 @@ def judge(found: Found | None, required: Sequence[str], now: datetime) -> Code:
         return Code.REVOKED
     if found.expires_at is not None and found.expires_at <= now:
         return Code.EXPIRED
+    if not found.enabled:
+        return Code.DISABLED
     if not set(required) <= set(found.permissions):
         return Code.INSUFFICIENT_PERMISSIONS
     return Code.VALID
 
 
-def _key_query(permissions: Any, digests: Any) -> Select[Any]:
+def _key_query(permissions: Any, digests: Any, meta: Any) -> Select[Any]:
     """``digests`` is a key's digest under each accepted server secret (an IN list)."""
     key, links, users = ApiKey.__table__.c, ApiKeyPermission.__table__.c, User.__table__.c
+    memberships = Membership.__table__.c
     held = select(permissions).where(links.api_key_id == key.id).scalar_subquery()
+    owner_here = (
+        select(memberships.user_id)
+        .where(memberships.account_id == key.account_id, memberships.user_id == key.user_id)
+        .exists()
+    )
     return (
         select(
             key.id,
@@ -103,7 +130,9 @@ def _key_query(permissions: Any, digests: Any) -> Select[Any]:
             key.revoked_at,
             key.last_used_at,
             held.label("permissions"),
-            users.is_active,
+            (key.enabled & users.is_active & owner_here).label("enabled"),
+            key.external_id,
+            meta(key.meta),
         )
         .join_from(ApiKey.__table__, User.__table__, users.id == key.user_id)
         .where(or_(digests(key.key_digest), digests(key.previous_key_digest)))
@@ -113,7 +142,7 @@ def _key_query(permissions: Any, digests: Any) -> Select[Any]:
 def _user_query() -> Select[Any]:
     users, memberships = User.__table__.c, Membership.__table__.c
     return (
-        select(users.is_active, memberships.account_id, memberships.role)
+        select(users.is_active, memberships.account_id, memberships.role, users.token_generation)
         .join_from(
             User.__table__, Membership.__table__, memberships.user_id == users.id, isouter=True
         )
@@ -174,7 +203,9 @@ class _Rows:
             revoked_at=self._time(row[7]),
             last_used_at=self._time(row[8]),
             permissions=tuple(sorted(permissions)),
-            owner_active=bool(row[10]),
+            enabled=bool(row[10]),
+            external_id=row[11],
+            meta=row[12],
             stale_digest=stale if stale[1] != digests[0] else None,
         )
 
@@ -183,7 +214,7 @@ class _Rows:
         if not rows:
             return None
         memberships = tuple((row[1], Role(row[2])) for row in rows if row[1] is not None)
-        return UserFound(user_id, bool(rows[0][0]), memberships)
+        return UserFound(user_id, bool(rows[0][0]), int(rows[0][3]), memberships)
 
 
 class SqliteLookups(_Rows):
@@ -241,7 +272,8 @@ class SqliteLookups(_Rows):
             ApiKeyPermission.__table__.c.permission_id, literal_column("' '")
         )
         sql = self._key_sql[count] = _compiled(
-            _key_query(permissions, lambda column: column.in_(names)), self._dialect
+            _key_query(permissions, lambda column: column.in_(names), lambda meta: meta),
+            self._dialect,
         )
         return sql
 
@@ -268,6 +300,8 @@ class PostgresLookups(_Rows):
         _key_query(
             func.array_agg(ApiKeyPermission.__table__.c.permission_id),
             lambda column: column == any_(bindparam("digests", type_=ARRAY(String))),
+            # As text, so asyncpg hands it over undecoded (decoded for a VALID answer only).
+            lambda meta: cast(meta, Text),
         ),
         _dialect,
     )

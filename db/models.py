@@ -19,6 +19,8 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    false,
+    true,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -76,6 +78,12 @@ class Account(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The account's key policy (GET/PUT /v1/account/policy, ``db.policies``).
+    # The longest a key may live from its creation or last expiry change; None: no limit.
+    max_key_lifetime_seconds: Mapped[int | None]
+    expiry_required: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # The catalog permissions members may grant their own keys; None: the whole catalog.
+    member_permissions: Mapped[list[str] | None] = mapped_column(JSON)
 
 
 class User(Base):
@@ -86,6 +94,8 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     is_active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # In every token; bumped when the password changes, so earlier tokens stop working.
+    token_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Membership(Base):
@@ -107,12 +117,17 @@ class KeyStatus(enum.StrEnum):
     ACTIVE = "active"
     REVOKED = "revoked"
     EXPIRED = "expired"
+    DISABLED = "disabled"  # switched off, or its owner left the account; reversible
 
 
 class ApiKey(Base):
     __tablename__ = "api_keys"
     # An account's keys, newest first (lists and their cursors), from the index alone.
-    __table_args__ = (Index("ix_api_keys_account_id_id", "account_id", "id"),)
+    __table_args__ = (
+        Index("ix_api_keys_account_id_id", "account_id", "id"),
+        # Lists filtered by the customer's own id for the owner.
+        Index("ix_api_keys_account_id_external_id", "account_id", "external_id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
@@ -129,6 +144,14 @@ class ApiKey(Base):
     expires_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
     last_used_at: Mapped[datetime | None]
+    # The customer's own id for whoever holds the key, and their data: told by a VALID verify.
+    external_id: Mapped[str | None] = mapped_column(String(255))
+    meta: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # A reversible switch. Removing the owner from the account turns it off, for good
+    # unless someone turns it on again.
+    enabled: Mapped[bool] = mapped_column(default=True, server_default=true())
+    # An admin set ``expires_at``: a member may then bring it forward, never later or off.
+    expiry_set_by_admin: Mapped[bool] = mapped_column(default=False, server_default=false())
     permission_links: Mapped[list[ApiKeyPermission]] = relationship(
         cascade="all, delete-orphan",
         lazy="selectin",
@@ -144,6 +167,8 @@ class ApiKey(Base):
             return KeyStatus.REVOKED
         if self.expires_at is not None and self.expires_at <= now:
             return KeyStatus.EXPIRED
+        if not self.enabled:
+            return KeyStatus.DISABLED
         return KeyStatus.ACTIVE
 
 

@@ -100,7 +100,9 @@ def remove(
     )
 
 
-def require_known(session: Session, account_id: int, permission_ids: list[str]) -> list[str]:
+def require_known(
+    session: Session, account_id: int, permission_ids: list[str], field: str = "permissions"
+) -> list[str]:
     """The ids, sorted and without repeats, if every one is in the catalog."""
     if not permission_ids:
         return []
@@ -115,5 +117,5 @@ def require_known(session: Session, account_id: int, permission_ids: list[str]) 
     )
     unknown = [i for i, permission_id in enumerate(permission_ids) if permission_id not in known]
     if unknown:
-        raise UnknownPermissions(unknown)
+        raise UnknownPermissions(unknown, field)
     return sorted(set(permission_ids))

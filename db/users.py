@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from datetime import datetime
+
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from db.errors import Conflict
-from db.models import User
+import db.audit
+from db.errors import Conflict, NotFound
+from db.models import Membership, User
 
 
 def create(session: Session, username: str, password_hash: str) -> User:
@@ -29,3 +32,64 @@ def by_username(session: Session, username: str) -> User | None:
 
 def active(session: Session, user_id: int) -> User | None:
     return session.scalar(select(User).where(User.id == user_id, User.is_active.is_(True)))
+
+
+def is_active_member(session: Session, account_id: int, user_id: int) -> bool:
+    """Whether the user is active and in the account, and stays so until the transaction
+    ends: the rows are share-locked, so a removal or deactivation waits for it (and one
+    that came first is seen). A key switched on, or made, for its owner therefore
+    never outlives the owner's removal (``db.accounts.remove_member``)."""
+    return (
+        session.scalar(
+            select(User.id)
+            .join(Membership, Membership.user_id == User.id)
+            .where(
+                User.id == user_id, User.is_active.is_(True), Membership.account_id == account_id
+            )
+            .with_for_update(read=True)
+        )
+        is not None
+    )
+
+
+def set_password(
+    session: Session,
+    user_id: int,
+    password_hash: str,
+    *,
+    replacing: str | None = None,
+    actor: db.audit.Actor,
+    action: str,
+    now: datetime,
+) -> int:
+    """A new password; every token issued before stops working. The new token generation.
+
+    ``replacing``: the hash the caller checked the current password against. If the
+    password changed meanwhile, nothing is written (409): one of two concurrent changes
+    wins, and the loser learns it.
+    """
+    condition = User.id == user_id
+    if replacing is not None:
+        condition = condition & (User.password_hash == replacing)
+    generation = session.scalar(
+        update(User)
+        .where(condition)
+        .values(password_hash=password_hash, token_generation=User.token_generation + 1)
+        .returning(User.token_generation)
+    )
+    if generation is None:
+        if replacing is not None:
+            raise Conflict("The password was changed meanwhile; sign in again")
+        raise NotFound("User not found")
+    # In each of the user's accounts: every admin who might wonder sees it.
+    accounts = session.scalars(select(Membership.account_id).where(Membership.user_id == user_id))
+    for account_id in accounts.all():
+        db.audit.record(
+            session,
+            account_id=account_id,
+            actor=actor,
+            action=action,
+            target=("user", user_id),
+            now=now,
+        )
+    return int(generation)

@@ -19,7 +19,10 @@ def _key_manager() -> Actor:
 
 
 def list(  # noqa: A001 - the operationId is api_keys.list
-    status: str | None = None, limit: int = 20, cursor: str | None = None
+    status: str | None = None,
+    limit: int = 20,
+    cursor: str | None = None,
+    external_id: str | None = None,
 ) -> dict[str, Any]:
     page = db.api_keys.page(
         db.session.current(),
@@ -28,6 +31,7 @@ def list(  # noqa: A001 - the operationId is api_keys.list
         status=KeyStatus(status) if status else None,
         cursor=cursor,
         limit=limit,
+        external_id=external_id,
     )
     return {"items": [detail(key) for key in page.items], "next_cursor": page.next_cursor}
 
@@ -45,6 +49,10 @@ def create(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
         permissions=body.get("permissions") or [],
         actor=actor.audit_actor,
         now=current.now(),
+        by_admin=actor.is_admin,
+        external_id=body.get("external_id"),
+        meta=body.get("meta"),
+        enabled=body.get("enabled", True),
     )
     return detail(key, full_key=full_key), 201
 
@@ -63,6 +71,9 @@ def update(item_id: int, body: dict[str, Any]) -> dict[str, Any]:
         changes["expires_at"] = parse_rfc3339(body["expires_at"], ["body", "expires_at"])
     if "permissions" in body:
         changes["permissions"] = body["permissions"] or []
+    for field in ("external_id", "meta", "enabled"):
+        if field in body:
+            changes[field] = body[field]
     key = db.api_keys.update(
         db.session.current(),
         actor.key_scope(),
@@ -70,6 +81,7 @@ def update(item_id: int, body: dict[str, Any]) -> dict[str, Any]:
         changes,
         actor.audit_actor,
         runtime().now(),
+        by_admin=actor.is_admin,
     )
     return read(key)
 
@@ -113,8 +125,12 @@ def read(key: ApiKey, *, full_key: str | None = None) -> dict[str, Any]:
 
 
 def detail(key: ApiKey, *, full_key: str | None = None) -> dict[str, Any]:
-    """``APIKeyRecord``: the seed's fields, the permissions and the last use."""
+    """``APIKeyRecord``: the seed's fields, the permissions, the last use, and the
+    customer's own fields."""
     return read(key, full_key=full_key) | {
         "permissions": key.permissions,
         "last_used_at": rfc3339(key.last_used_at),
+        "external_id": key.external_id,
+        "meta": key.meta,
+        "enabled": key.enabled,
     }

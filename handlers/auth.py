@@ -50,6 +50,14 @@ def token(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
             db.logins.failed(session, subject, user, now)
     if user is None or not accepted:
         raise OAuthError("invalid_grant", "Incorrect username or password")
-    ttl = settings.token_ttl_seconds
-    access_token = current.secrets.issue_user_token(user.id, timedelta(seconds=ttl), now)
-    return {"access_token": access_token, "token_type": "bearer", "expires_in": ttl}, 200, NO_STORE
+    return grant(user.id, user.token_generation), 200, NO_STORE
+
+
+def grant(user_id: int, generation: int) -> dict[str, Any]:
+    """A new user token, as the token endpoint answers it."""
+    current = runtime()
+    ttl = current.settings.token_ttl_seconds
+    access_token = current.secrets.issue_user_token(
+        user_id, timedelta(seconds=ttl), current.now(), generation
+    )
+    return {"access_token": access_token, "token_type": "bearer", "expires_in": ttl}

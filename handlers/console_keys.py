@@ -51,6 +51,7 @@ def create(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
         permissions=body["flatPermissionsList"],
         actor=actor.audit_actor,
         now=current.now(),
+        by_admin=True,
     )
     return _shape(key, full_key=full_key), 201
 
@@ -74,6 +75,7 @@ def update(id: str, body: dict[str, Any]) -> dict[str, bool]:  # noqa: A002
         changes,
         actor.audit_actor,
         runtime().now(),
+        by_admin=True,
     )
     return SUCCESS
 

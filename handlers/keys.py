@@ -6,6 +6,7 @@ The data plane's one operation: ``async``, one lookup through the worker's key r
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from prometheus_client import Counter
@@ -28,6 +29,9 @@ async def verify(body: dict[str, Any]) -> dict[str, Any]:
     if crypto.is_well_formed_api_key(full_key):
         digests = current.secrets.api_key_digests(full_key)
         found = await current.lookups.key(digests)
+    scope = body.get("account_id")
+    if found is not None and scope is not None and found.account_id != scope:
+        found = None  # another account's key: told exactly like a key that does not exist
     code = judge(found, body.get("permissions") or (), now)
     VERIFICATIONS.labels(code.value).inc()
     if found is not None and code in (Code.VALID, Code.INSUFFICIENT_PERMISSIONS):
@@ -43,6 +47,8 @@ async def verify(body: dict[str, Any]) -> dict[str, Any]:
             "permissions": [],
             "expires_at": None,
             "rotation": None,
+            "external_id": None,
+            "meta": None,
         }
     rotation = None
     if not found.by_current_secret:
@@ -56,4 +62,6 @@ async def verify(body: dict[str, Any]) -> dict[str, Any]:
         "permissions": list(found.permissions),
         "expires_at": rfc3339(found.expires_at),
         "rotation": rotation,
+        "external_id": found.external_id,
+        "meta": None if found.meta is None else json.loads(found.meta),
     }

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import db.accounts
+import db.logins
 import db.session
 import db.users
+from db.errors import Conflict, Forbidden, TooManyRequests
 from db.models import Membership, Role, User
 from db.timefmt import rfc3339
 from handlers._context import current_actor, current_principal, runtime
+from handlers.auth import NO_STORE, grant
 
 USERS_ONLY = "API keys cannot manage users"
 
@@ -48,6 +52,96 @@ def create(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
         now=runtime().now(),
     )
     return _member(user, membership), 201
+
+
+def change_password(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
+    """The current password first, throttled like sign-in; then every older token ends.
+
+    No transaction is open while the passwords are hashed: the user is read apart, and
+    the new hash is written only if the password is still the one checked.
+    """
+    principal = current_principal().require_user(USERS_ONLY)
+    current = runtime()
+    settings, now = current.settings, current.now()
+    with db.session.apart(writes=False) as session:
+        user = db.users.active(session, principal.user_id)
+    assert user is not None  # authentication found the user active
+    subject = current.secrets.login_subject(user.username)
+    with db.session.apart(writes=True) as session:
+        wait = db.logins.admit(
+            session,
+            subject,
+            now=now,
+            max_attempts=settings.login_max_failures,
+            window=timedelta(seconds=settings.login_window_seconds),
+        )
+    if wait is not None:
+        raise TooManyRequests("Too many wrong passwords; try again later", wait)
+    if not current.passwords.verify(user.password_hash, body["current_password"]):
+        with db.session.apart(writes=True) as session:
+            db.logins.failed(session, subject, user, now)
+        raise Forbidden("Incorrect current password")
+    new_hash = current.passwords.hash(body["new_password"])
+    generation = db.users.set_password(
+        db.session.current(),
+        user.id,
+        new_hash,
+        replacing=user.password_hash,
+        actor=principal.audit_actor(),
+        action="user.password_changed",
+        now=now,
+    )
+    return grant(user.id, generation), 200, NO_STORE
+
+
+def reset_password(user_id: int, body: dict[str, Any]) -> tuple[None, int]:
+    actor = current_actor().require_admin()
+    if user_id == actor.user_id:
+        raise Forbidden("Change your own password with POST /v1/users/me/password")
+    with db.session.apart(writes=False) as session:
+        db.accounts.member(session, actor.account_id, user_id)  # 404 before any hashing
+    new_hash = runtime().passwords.hash(body["new_password"])
+    session = db.session.current()
+    db.accounts.member(session, actor.account_id, user_id)
+    if db.accounts.other_accounts(session, actor.account_id, user_id):
+        raise Conflict(
+            "This user belongs to other accounts too: only they, or the operator"
+            " (keyplane users set-password), can change their password"
+        )
+    db.users.set_password(
+        session,
+        user_id,
+        new_hash,
+        actor=actor.audit_actor,
+        action="user.password_reset",
+        now=runtime().now(),
+    )
+    return None, 204
+
+
+def update(user_id: int, body: dict[str, Any]) -> dict[str, Any]:
+    actor = current_actor().require_admin()
+    user, membership = db.accounts.set_role(
+        db.session.current(),
+        actor.account_id,
+        user_id,
+        Role(body["role"]),
+        actor=actor.audit_actor,
+        now=runtime().now(),
+    )
+    return _member(user, membership)
+
+
+def remove(user_id: int) -> tuple[None, int]:
+    actor = current_actor().require_admin()
+    db.accounts.remove_member(
+        db.session.current(),
+        actor.account_id,
+        user_id,
+        actor=actor.audit_actor,
+        now=runtime().now(),
+    )
+    return None, 204
 
 
 def _member(user: User, membership: Membership) -> dict[str, Any]:

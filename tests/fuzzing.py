@@ -12,8 +12,21 @@ requests reach the handlers instead of stopping at the door:
   expectation of Schemathesis' ``use_after_free`` check, for those two operations,
   is set aside (``filter_failure``); every other failure of every check stands.
 * In requests meant to be valid, ``x-account-id`` is left out (the caller's own account
-  is the default: a generated id is another account, a 403) and permission ids are
-  taken from the account's catalog (any other id is refused, by design).
+  is the default: a generated id is another account, a 403), nor is the
+  ``external_id`` filter of a key list (a generated one is nobody's: the list would be
+  empty, and the stateful phase's links from it would lead nowhere), and permission
+  ids are taken from the account's catalog (any other id is refused, by design).
+* The fuzzing user (``KEYPLANE_FUZZ_USER_ID``) is never the target of a role change,
+  a removal or a password reset: demoting or removing itself would end the run's own
+  access to every admin operation (by design), and the rest of the run would only
+  see 403s. Any other user id, existing or not, is fuzzed as generated.
+* A key policy narrows what every later request may do, by design (a generated
+  ``expiry_required`` makes every later key without an expiry a 403). So that one
+  ``PUT /v1/account/policy`` does not shut the rest of a run out of the handlers, a
+  request meant to be valid leaves keys free to live (its expiry limits are dropped;
+  member permissions bind only members, not the fuzzing admin).
+  The policy's own validation is still fuzzed (every negative case, and the member
+  permissions of positive ones); its rules are tested in ``tests/handlers/test_account.py``.
 """
 
 from __future__ import annotations
@@ -27,6 +40,8 @@ from schemathesis.openapi.checks import UseAfterFree
 import db.permissions
 
 CATALOG = [permission_id for permission_id, _ in db.permissions.DEFAULT_CATALOG]
+POLICY = "/v1/account/policy"
+FUZZING_USER_VARIABLE = "KEYPLANE_FUZZ_USER_ID"
 GENERATED_KEY_HEADER = "X-API-Key"
 METRICS_TOKEN_VARIABLE = "KEYPLANE_FUZZ_METRICS_TOKEN"
 REVOKING = {"DELETE /v1/api-keys/{item_id}", "DELETE /apikeys/{id}"}
@@ -39,15 +54,28 @@ def without_generated_key(headers: dict[str, Any] | None) -> dict[str, Any] | No
     return headers
 
 
+def never_the_fuzzing_user(case: Any) -> Any:
+    fuzzing_user = os.environ.get(FUZZING_USER_VARIABLE)
+    parameters = case.path_parameters or {}
+    if fuzzing_user and str(parameters.get("user_id")) == fuzzing_user:
+        parameters["user_id"] = int(fuzzing_user) + 1
+    return case
+
+
 def valid_where_meant_to_be(case: Any) -> Any:
     if case.meta is None or case.meta.generation.mode.is_negative:
         return case
     if case.headers:
         case.headers.pop("x-account-id", None)
+    if case.query:
+        case.query.pop("external_id", None)
     if isinstance(case.body, dict):
-        for field in ("permissions", "flatPermissionsList"):
+        for field in ("permissions", "flatPermissionsList", "member_permissions"):
             if isinstance(case.body.get(field), list):
                 case.body[field] = CATALOG[: len(case.body[field])]
+        if case.operation.path == POLICY:
+            case.body.pop("expiry_required", None)
+            case.body.pop("max_key_lifetime_seconds", None)
     return case
 
 
@@ -63,7 +91,7 @@ def map_headers(context: Any, headers: dict[str, Any] | None) -> dict[str, Any] 
 
 @schemathesis.hook
 def map_case(context: Any, case: Any) -> Any:
-    return valid_where_meant_to_be(case)
+    return valid_where_meant_to_be(never_the_fuzzing_user(case))
 
 
 @schemathesis.hook

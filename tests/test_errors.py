@@ -28,6 +28,21 @@ def _request_for(operation_id: str, key_id: int, full_key: str) -> tuple[str, st
         "users.me": ("GET", "/v1/users/me", {}),
         "users.list": ("GET", "/v1/users", {}),
         "users.create": ("POST", "/v1/users", {"json": {"username": "n1", "password": PASSWORD}}),
+        "users.change_password": (
+            "POST",
+            "/v1/users/me/password",
+            {"json": {"current_password": PASSWORD, "new_password": "another-password"}},
+        ),
+        # Any member id will do: the database fails before it is looked up.
+        "users.update": ("PATCH", f"/v1/users/{key_id}", {"json": {"role": "admin"}}),
+        "users.remove": ("DELETE", f"/v1/users/{key_id}", {}),
+        "users.reset_password": (
+            "PUT",
+            f"/v1/users/{key_id}/password",
+            {"json": {"new_password": "another-password"}},
+        ),
+        "account.get_policy": ("GET", "/v1/account/policy", {}),
+        "account.put_policy": ("PUT", "/v1/account/policy", {"json": {"expiry_required": True}}),
         "api_keys.list": ("GET", "/v1/api-keys", {}),
         "api_keys.create": ("POST", "/v1/api-keys", {"json": {}}),
         "api_keys.get": ("GET", f"/v1/api-keys/{key_id}", {}),

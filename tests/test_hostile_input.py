@@ -54,6 +54,16 @@ class Target:
 
 TARGETS = [
     Target("users.create", "POST", "/v1/users", {"username": "newcomer", "password": PASSWORD}),
+    Target(
+        "users.change_password",
+        "POST",
+        "/v1/users/me/password",
+        {"current_password": "not-the-password", "new_password": "another-password"},
+    ),
+    # Any id will do for these: a hostile body is refused before the user is looked up.
+    Target("users.update", "PATCH", "/v1/users/{key}", {"role": "member"}),
+    Target("users.reset_password", "PUT", "/v1/users/{key}/password", {"new_password": PASSWORD}),
+    Target("account.put_policy", "PUT", "/v1/account/policy", {"expiry_required": False}),
     Target("api_keys.create", "POST", "/v1/api-keys", {"description": "x"}),
     Target("api_keys.update", "PATCH", "/v1/api-keys/{key}", {"description": "x"}),
     Target("api_keys.rotate", "POST", "/v1/api-keys/{key}/rotate", {"grace_period_seconds": 0}),

@@ -36,3 +36,51 @@ def test_0002_gives_existing_accounts_the_default_catalog(fresh_database_url):
             (1, permission_id) for permission_id, _ in db.permissions.DEFAULT_CATALOG
         ]
     fresh.dispose()
+
+
+def test_0006_keeps_every_key_and_permission_link(fresh_database_url):
+    fresh = make_engine(fresh_database_url)
+    db.migrate.upgrade(fresh, "0005")
+    with fresh.begin() as connection:
+        connection.execute(
+            text("INSERT INTO accounts (id, name, created_at) VALUES (1, 'old', CURRENT_TIMESTAMP)")
+        )
+        connection.execute(
+            text(
+                "INSERT INTO users (id, username, password_hash, is_active, created_at)"
+                " VALUES (1, 'ann', 'x', true, CURRENT_TIMESTAMP)"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO api_keys (id, account_id, user_id, key_prefix, key_digest,"
+                " created_at, updated_at) VALUES (7, 1, 1, 'kp_x', 'd', CURRENT_TIMESTAMP,"
+                " CURRENT_TIMESTAMP)"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO permissions (account_id, id, description, created_at)"
+                " VALUES (1, 'readApplications', '', CURRENT_TIMESTAMP)"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO api_key_permissions (api_key_id, permission_id, account_id)"
+                " VALUES (7, 'readApplications', 1)"
+            )
+        )
+    db.migrate.upgrade(fresh)
+    with fresh.connect() as connection:
+        key = connection.execute(
+            text("SELECT id, enabled, external_id, meta, expiry_set_by_admin FROM api_keys")
+        ).one()
+        assert (key.id, bool(key.enabled), key.external_id, key.meta) == (7, True, None, None)
+        assert not key.expiry_set_by_admin
+        links = connection.execute(
+            text("SELECT api_key_id, permission_id FROM api_key_permissions")
+        )
+        assert [tuple(row) for row in links] == [(7, "readApplications")]
+        generation = connection.execute(text("SELECT token_generation FROM users")).scalar()
+        assert generation == 0
+    fresh.dispose()

@@ -19,7 +19,7 @@ SEED_002_FIELDS = {
     "description",
     "full_key",
 }
-DETAIL_FIELDS = SEED_002_FIELDS | {"permissions", "last_used_at"}
+DETAIL_FIELDS = SEED_002_FIELDS | {"permissions", "last_used_at", "external_id", "meta", "enabled"}
 
 
 @pytest.fixture
@@ -54,6 +54,9 @@ class TestCreate:
             "full_key": "",
             "permissions": [],
             "last_used_at": None,
+            "external_id": None,
+            "meta": None,
+            "enabled": True,
         }
         stored = factory.stored_key(body["id"])
         assert stored.key_digest == factory.secrets.api_key_digest(body["full_key"])
@@ -432,6 +435,18 @@ class TestUpdate:
         assert error["loc"] == ["path", "item_id"]
         assert error["type"] == error_type
 
+    def test_409_turning_on_a_key_of_an_owner_who_left(self, client, factory, admin, member, acme):
+        record, full_key = factory.api_key(member, acme)
+        client.delete(f"/v1/users/{member.id}", headers=factory.auth(admin))
+        response = client.patch(
+            f"/v1/api-keys/{record.id}", json={"enabled": True}, headers=factory.auth(admin)
+        )
+        assert response.status_code == 409
+        assert response.json() == {
+            "detail": "The key's owner is no longer an active member of this account"
+        }
+        assert client.post("/v1/keys/verify", json={"key": full_key}).json()["code"] == "DISABLED"
+
 
 class TestRevoke:
     def test_200_revokes_irreversibly(self, client, factory, admin, key):
@@ -593,3 +608,95 @@ class TestRotate:
         assert response.status_code == 422
         assert response.json()["detail"][0]["loc"] == ["body", "grace_period_seconds"]
         assert self._verify(client, key[1])["code"] == "VALID"
+
+
+class TestCustomerFields:
+    """``external_id``, ``meta`` and ``enabled``: set at create and update, shown by GET,
+    listed by ``external_id``, told by a VALID verify."""
+
+    def test_201_and_verify_carry_the_customers_fields(self, client, factory, admin, acme):
+        body = {"external_id": "cus_4f2a", "meta": {"plan": "pro", "seats": 5, "tags": ["eu"]}}
+        made = client.post("/v1/api-keys", json=body, headers=factory.auth(admin))
+        assert made.status_code == 201
+        assert {f: made.json()[f] for f in ("external_id", "meta", "enabled")} == body | {
+            "enabled": True
+        }
+        verdict = client.post(
+            "/v1/keys/verify", json={"key": made.json()["full_key"], "account_id": acme.id}
+        ).json()
+        assert (verdict["code"], verdict["external_id"], verdict["meta"]) == (
+            "VALID",
+            "cus_4f2a",
+            body["meta"],
+        )
+
+    def test_200_lists_by_external_id_and_status(self, client, factory, admin):
+        for external_id in ("cus_a", "cus_b", "cus_a"):
+            client.post(
+                "/v1/api-keys", json={"external_id": external_id}, headers=factory.auth(admin)
+            )
+        listed = client.get(
+            "/v1/api-keys", params={"external_id": "cus_a"}, headers=factory.auth(admin)
+        ).json()["items"]
+        assert [k["external_id"] for k in listed] == ["cus_a", "cus_a"]
+        client.patch(
+            f"/v1/api-keys/{listed[0]['id']}", json={"enabled": False}, headers=factory.auth(admin)
+        )
+        disabled = client.get(
+            "/v1/api-keys", params={"status": "disabled"}, headers=factory.auth(admin)
+        ).json()["items"]
+        active = client.get(
+            "/v1/api-keys", params={"status": "active"}, headers=factory.auth(admin)
+        ).json()["items"]
+        assert [k["id"] for k in disabled] == [listed[0]["id"]]
+        assert listed[0]["id"] not in [k["id"] for k in active]
+        assert len(active) == 2
+
+    def test_200_enabled_is_a_reversible_switch(self, client, factory, admin, key):
+        record, full_key = key
+        off = client.patch(
+            f"/v1/api-keys/{record.id}", json={"enabled": False}, headers=factory.auth(admin)
+        )
+        assert (off.status_code, off.json()["status"]) == (200, "disabled")
+        verdict = client.post("/v1/keys/verify", json={"key": full_key}).json()
+        assert (verdict["valid"], verdict["code"], verdict["key_id"]) == (False, "DISABLED", None)
+        # A disabled key is no credential either.
+        assert client.get("/v1/users/me", headers={"X-API-Key": full_key}).status_code == 401
+        console = client.get(f"/apikeys/{record.id}", headers=factory.auth(admin)).json()
+        assert console["status"] == "disabled"
+        on = client.patch(
+            f"/v1/api-keys/{record.id}", json={"enabled": True}, headers=factory.auth(admin)
+        )
+        assert (on.status_code, on.json()["status"]) == (200, "active")
+        assert client.post("/v1/keys/verify", json={"key": full_key}).json()["code"] == "VALID"
+
+    def test_200_null_clears_external_id_and_meta(self, client, factory, admin):
+        made = client.post(
+            "/v1/api-keys",
+            json={"external_id": "cus_a", "meta": {"a": 1}},
+            headers=factory.auth(admin),
+        ).json()
+        client.patch(
+            f"/v1/api-keys/{made['id']}",
+            json={"external_id": None, "meta": None},
+            headers=factory.auth(admin),
+        )
+        stored = client.get(f"/v1/api-keys/{made['id']}", headers=factory.auth(admin)).json()
+        assert (stored["external_id"], stored["meta"]) == (None, None)
+
+    def test_422_for_meta_over_4_kib_or_not_an_object(self, client, factory, admin, key):
+        record, _ = key
+        big = {"notes": "x" * 4090}  # 4,102 bytes as compact JSON
+        for method, url in (("POST", "/v1/api-keys"), ("PATCH", f"/v1/api-keys/{record.id}")):
+            response = client.request(method, url, json={"meta": big}, headers=factory.auth(admin))
+            assert response.status_code == 422
+            assert response.json()["detail"][0]["loc"] == ["body", "meta"]
+            assert "at most 4096" in response.json()["detail"][0]["msg"]
+            wrong = client.request(method, url, json={"meta": [1]}, headers=factory.auth(admin))
+            assert wrong.status_code == 422
+        assert factory.count_keys() == 1
+        assert factory.stored_key(record.id).meta is None
+        exactly = {"notes": "x" * (4096 - len('{"notes":""}'))}
+        assert (
+            client.post("/v1/api-keys", json={"meta": exactly}, headers=factory.auth(admin))
+        ).status_code == 201

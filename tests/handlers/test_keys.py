@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import event, update
 
+from db.crypto import generate_api_key
 from db.models import ApiKey
 
 
@@ -50,6 +51,8 @@ NOTHING_TOLD = {
     "permissions": [],
     "expires_at": None,
     "rotation": None,
+    "external_id": None,
+    "meta": None,
 }
 
 
@@ -65,6 +68,8 @@ class TestVerify:
             "permissions": ["readApplications"],
             "expires_at": None,
             "rotation": None,
+            "external_id": None,
+            "meta": None,
         }
 
     def test_200_not_found_for_an_unknown_well_formed_key(self, client, lookups):
@@ -154,6 +159,47 @@ class TestVerify:
         _verify(client, full_key)  # the stored value is older than 5 s: written again
         flusher.flush()
         assert factory.stored_key(record.id).last_used_at > first
+
+    def test_200_account_id_answers_another_accounts_key_as_not_found(
+        self, client, factory, acme, admin, key
+    ):
+        _, full_key = key
+        globex = factory.account("globex")
+        mine = client.post("/v1/keys/verify", json={"key": full_key, "account_id": acme.id})
+        theirs = client.post("/v1/keys/verify", json={"key": full_key, "account_id": globex.id})
+        unknown = client.post(
+            "/v1/keys/verify", json={"key": generate_api_key(), "account_id": globex.id}
+        )
+        assert mine.json()["code"] == "VALID"
+        assert theirs.status_code == unknown.status_code == 200
+        assert (
+            theirs.json() == unknown.json() == {"valid": False, "code": "NOT_FOUND"} | NOTHING_TOLD
+        )
+
+    def test_200_disabled_when_the_owner_is_deactivated_and_after(
+        self, client, factory, acme, admin, key
+    ):
+        import db.accounts
+        from db.models import User
+
+        _, full_key = key
+        with factory.sessions() as session, session.begin():
+            user = session.get(User, admin.id)
+            assert db.accounts.set_user_active(session, user, False, now=datetime.now(UTC)) == 1
+        assert _verify(client, full_key) == {"valid": False, "code": "DISABLED"} | NOTHING_TOLD
+        with factory.sessions() as session, session.begin():
+            user = session.get(User, admin.id)
+            db.accounts.set_user_active(session, user, True, now=datetime.now(UTC))
+        assert _verify(client, full_key)["code"] == "DISABLED"  # not revived by reactivation
+
+    def test_200_disabled_ranks_after_revoked_and_expired(self, client, factory, admin, key):
+        record, full_key = key
+        client.patch(
+            f"/v1/api-keys/{record.id}", json={"enabled": False}, headers=factory.auth(admin)
+        )
+        assert _verify(client, full_key)["code"] == "DISABLED"
+        client.delete(f"/v1/api-keys/{record.id}", headers=factory.auth(admin))
+        assert _verify(client, full_key)["code"] == "REVOKED"
 
     def test_415_for_a_form_body(self, client, key):
         assert client.post("/v1/keys/verify", data={"key": key[1]}).status_code == 415

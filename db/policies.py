@@ -1,0 +1,127 @@
+"""An account's key policy, and the rules every key's create and update obey.
+
+* ``max_key_lifetime_seconds``: an expiry set on a key lies at most that far ahead.
+* ``expiry_required``: a key cannot be created, or changed, without an expiry.
+* ``member_permissions``: the catalog permissions members may grant their own keys
+  (None: the whole catalog).
+* An expiry an admin set binds the key's owner: a member may bring it forward, never
+  push it back or remove it.
+
+A key outside the policy is refused with 403 (the request is well formed; the account
+does not allow it), on both APIs, in each API's error shape. The policy is read when
+a key's expiry or permissions are set; keys made before a stricter policy keep what
+they have until they are changed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+import db.audit
+import db.permissions
+from db.errors import Forbidden, NotFound
+from db.models import Account
+
+MAX_LIFETIME_SECONDS = 10 * 365 * 24 * 3600  # the spec's bound: ten years
+
+
+@dataclass(frozen=True)
+class Policy:
+    max_key_lifetime_seconds: int | None = None
+    expiry_required: bool = False
+    member_permissions: tuple[str, ...] | None = None
+
+    def check_expiry(self, expires_at: datetime | None, now: datetime) -> None:
+        """Any caller's new expiry (None: the key would never expire)."""
+        if expires_at is None:
+            if self.expiry_required:
+                raise Forbidden("This account's policy requires keys to expire: set an expires_at")
+            if self.max_key_lifetime_seconds is not None:
+                raise Forbidden(self._too_long())
+            return
+        limit = self.max_key_lifetime_seconds
+        if limit is not None and expires_at > now + timedelta(seconds=limit):
+            raise Forbidden(self._too_long())
+
+    def check_member_grants(self, permissions: list[str]) -> None:
+        """What a member asks for their own key; admins grant any catalog permission."""
+        if self.member_permissions is None:
+            return
+        refused = sorted(set(permissions) - set(self.member_permissions))
+        if refused:
+            raise Forbidden(
+                f"This account lets members grant only {_listed(self.member_permissions)}; "
+                f"not {_listed(refused)}"
+            )
+
+    def _too_long(self) -> str:
+        return (
+            f"This account's policy lets keys live at most {self.max_key_lifetime_seconds} "
+            "seconds: set an expires_at within that"
+        )
+
+
+def check_member_expiry(
+    current: datetime | None, wanted: datetime | None, *, set_by_admin: bool
+) -> None:
+    """A member changing an expiry that an admin set: earlier only."""
+    if set_by_admin and (wanted is None or current is None or wanted > current):
+        raise Forbidden("An admin set this key's expiry: you may only bring it forward")
+
+
+def of(session: Session, account_id: int) -> Policy:
+    row = session.execute(
+        select(
+            Account.max_key_lifetime_seconds, Account.expiry_required, Account.member_permissions
+        ).where(Account.id == account_id)
+    ).one_or_none()
+    if row is None:
+        raise NotFound("Account not found")
+    members = None if row.member_permissions is None else tuple(row.member_permissions)
+    return Policy(row.max_key_lifetime_seconds, bool(row.expiry_required), members)
+
+
+def replace(
+    session: Session, account_id: int, policy: Policy, *, actor: db.audit.Actor, now: datetime
+) -> Policy:
+    """The whole policy at once (PUT); member permissions must be in the catalog."""
+    # FOR NO KEY UPDATE: key and audit inserts (foreign keys to the account) go on.
+    account = session.scalar(
+        select(Account).where(Account.id == account_id).with_for_update(key_share=True)
+    )
+    if account is None:
+        raise NotFound("Account not found")
+    before = of(session, account_id)
+    members = policy.member_permissions
+    if members is not None:
+        members = tuple(
+            db.permissions.require_known(session, account_id, list(members), "member_permissions")
+        )
+    account.max_key_lifetime_seconds = policy.max_key_lifetime_seconds
+    account.expiry_required = policy.expiry_required
+    account.member_permissions = None if members is None else list(members)
+    session.flush()
+    after = Policy(policy.max_key_lifetime_seconds, policy.expiry_required, members)
+    changes = {
+        field: {"from": getattr(before, field), "to": getattr(after, field)}
+        for field in ("max_key_lifetime_seconds", "expiry_required", "member_permissions")
+        if getattr(before, field) != getattr(after, field)
+    }
+    db.audit.record(
+        session,
+        account_id=account_id,
+        actor=actor,
+        action="policy.updated",
+        target=("account", account_id),
+        changes=changes,
+        now=now,
+    )
+    return after
+
+
+def _listed(permissions: tuple[str, ...] | list[str]) -> str:
+    return ", ".join(permissions) if permissions else "no permissions"

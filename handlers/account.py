@@ -1,0 +1,41 @@
+"""``/v1/account/policy``: the current account's key policy (``db.policies``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import db.policies
+import db.session
+from db.policies import Policy
+from handlers._context import current_actor, runtime
+
+
+def get_policy() -> dict[str, Any]:
+    actor = current_actor()
+    return _shape(db.policies.of(db.session.current(), actor.account_id))
+
+
+def put_policy(body: dict[str, Any]) -> dict[str, Any]:
+    actor = current_actor().require_admin()
+    members = body.get("member_permissions")
+    policy = db.policies.replace(
+        db.session.current(),
+        actor.account_id,
+        Policy(
+            max_key_lifetime_seconds=body.get("max_key_lifetime_seconds"),
+            expiry_required=body.get("expiry_required", False),
+            member_permissions=None if members is None else tuple(members),
+        ),
+        actor=actor.audit_actor,
+        now=runtime().now(),
+    )
+    return _shape(policy)
+
+
+def _shape(policy: Policy) -> dict[str, Any]:
+    members = policy.member_permissions
+    return {
+        "max_key_lifetime_seconds": policy.max_key_lifetime_seconds,
+        "expiry_required": policy.expiry_required,
+        "member_permissions": None if members is None else list(members),
+    }
