@@ -44,10 +44,15 @@ class Factory:
             return db.accounts.create(session, name)
 
     def user(
-        self, account: Account | None = None, role: Role = Role.ADMIN, username: str | None = None
+        self,
+        account: Account | None = None,
+        role: Role = Role.ADMIN,
+        username: str | None = None,
+        password: str = PASSWORD,
     ) -> User:
+        password_hash = _password_hash() if password == PASSWORD else crypto.hash_password(password)
         with self.sessions() as session, session.begin():
-            user = db.users.create(session, username or f"user{next(_names)}", _password_hash())
+            user = db.users.create(session, username or f"user{next(_names)}", password_hash)
             if account is not None:
                 db.accounts.add_member(
                     session, account.id, user.id, role, actor=db.audit.OPERATOR, now=_now()

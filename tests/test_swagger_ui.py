@@ -89,6 +89,7 @@ def test_the_seed_002_patch_runs_from_swagger_ui(browser, fresh_database_url):
         operation.find_element(By.CSS_SELECTOR, ".opblock-summary").click()
         wait.until(lambda _: operation.find_element(By.CSS_SELECTOR, ".try-out__btn")).click()
         item_id = operation.find_element(By.CSS_SELECTOR, "input[placeholder='item_id']")
+        item_id.clear()  # Swagger UI fills in the spec's example id
         item_id.send_keys(str(key["id"]))
         body = operation.find_element(By.CSS_SELECTOR, "textarea.body-param__text")
         body.clear()
