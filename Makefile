@@ -1,22 +1,33 @@
 # Two commands matter: `make serve` and `make test`. Both set everything up first.
 PYTHON ?= python3
+HOST ?= 127.0.0.1
+PORT ?= 8000
 VENV := .venv
 BIN := $(VENV)/bin
+SERVING := $(VENV)/.serving
 INSTALLED := $(VENV)/.installed
 
 .PHONY: serve test lint types check spec-lint bench clean
 
-$(INSTALLED): pyproject.toml
+$(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
 		|| { echo "Keyplane needs Python 3.11 or newer as $(PYTHON) (make PYTHON=python3.12 ...)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,dev,bench]'
+
+# What serving needs, and nothing else.
+$(SERVING): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
 	@touch $@
 
-## serve: the service on SQLite at http://127.0.0.1:8000 (Swagger UI at /ui/)
-serve: $(INSTALLED)
-	$(BIN)/keyplane serve
+# Serving, and the tests, linters and benchmark peers.
+$(INSTALLED): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test,dev,bench]'
+	@touch $@ $(SERVING)
+
+## serve: the service on SQLite at http://$(HOST):$(PORT) (Swagger UI at /ui/); make serve PORT=9000 HOST=0.0.0.0
+serve: $(SERVING)
+	$(BIN)/keyplane serve --host $(HOST) --port $(PORT)
 
 ## test: the whole suite on SQLite, then on PostgreSQL (skipped, and said so, if unreachable)
 test: $(INSTALLED)

@@ -38,6 +38,11 @@ def add_member(
     actor: audit.Actor,
     now: datetime,
 ) -> Membership:
+    already = select(Membership).where(
+        Membership.account_id == account_id, Membership.user_id == user_id
+    )
+    if session.scalar(select(exists(already))):
+        raise Conflict("That user is already a member of this account")
     membership = Membership(account_id=account_id, user_id=user_id, role=role, created_at=now)
     session.add(membership)
     session.flush()

@@ -49,7 +49,13 @@ from keyplane.requestlog import RequestLog
 from keyplane.transactions import UnitOfWorkResolver
 from keyplane.validation import VALIDATORS
 
-SPEC_PATH = Path(__file__).resolve().parent.parent / "openapi" / "swagger.yaml"
+# A checkout's openapi/swagger.yaml; an installed package's copy of it (pyproject.toml).
+_CHECKOUT_SPEC = Path(__file__).resolve().parent.parent / "openapi" / "swagger.yaml"
+SPEC_PATH = (
+    _CHECKOUT_SPEC
+    if _CHECKOUT_SPEC.exists()
+    else Path(__file__).resolve().parent / "openapi" / "swagger.yaml"
+)
 HANDLERS = "handlers"  # operationId `api_keys.update` is handlers/api_keys.py:update
 DATA_PLANE_PATHS = frozenset({"/v1/keys/verify", "/healthz", "/readyz"})
 

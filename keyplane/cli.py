@@ -1,18 +1,32 @@
-"""The operator's command line: serve, create accounts, and incident tools (keys, db)."""
+"""The operator's command line: serve, accounts, people, incident tools (keys, db).
+
+Built on click: ``keyplane --help`` and ``keyplane COMMAND --help`` say everything.
+Errors are one line on stderr (``keyplane: ...``) and a non-zero exit: 1 for what the
+command was asked to do (an unknown account, a missing database), 2 for its usage or
+configuration. What a script reads, ``--json`` prints as JSON (one object per line
+for lists); otherwise the output is for people.
+"""
 
 from __future__ import annotations
 
-import argparse
-import getpass
+import contextlib
+import functools
 import json
 import os
 import secrets
+import signal
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
+import click
 from sqlalchemy import Connection, Engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 import db.accounts
@@ -20,10 +34,11 @@ import db.api_keys
 import db.audit
 import db.engine
 import db.migrate
+import db.users
 from db import crypto
 from db.engine import make_engine
-from db.errors import KeyplaneError
-from db.models import ApiKey
+from db.errors import KeyplaneError, NotFound
+from db.models import Account, ApiKey, Role, User
 from db.settings import Settings, SettingsError
 from db.timefmt import rfc3339
 
@@ -55,78 +70,179 @@ LOG_CONFIG = {
 }
 DEFAULT_ACCOUNT = "default"
 DEFAULT_ADMIN = "admin"
+MIN_PASSWORD = 8
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="keyplane", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+class Failure(click.ClickException):
+    """What the command was asked to do failed: one line on stderr, exit 1."""
 
-    serve = commands.add_parser("serve", help="migrate the database and serve the API")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=1)
-    serve.add_argument(
-        "--plane",
-        choices=["all", "data"],
-        default="all",
-        help="all: the whole API; data: verification and health only, to scale them apart",
-    )
+    exit_code = 1
 
-    create = commands.add_parser("create-account", help="create an account and its admin")
-    create.add_argument("name")
-    create.add_argument("--admin", required=True, metavar="USERNAME")
+    def show(self, file: Any = None) -> None:
+        click.echo(f"keyplane: {self.message}", err=True)
 
-    keys = commands.add_parser("keys", help="API keys, for incidents").add_subparsers(
-        dest="keys_command", required=True
-    )
-    keys_list = keys.add_parser("list", help="an account's keys as JSON lines, newest first")
-    keys_list.add_argument("--account", type=int, required=True, metavar="ID")
-    keys_revoke = keys.add_parser("revoke", help="revoke a key of any account")
-    keys_revoke.add_argument("key_id", type=int, metavar="ID")
 
-    database = commands.add_parser("db", help="the database schema").add_subparsers(
-        dest="db_command", required=True
-    )
-    database.add_parser("upgrade", help="apply pending migrations")
-    database.add_parser("current", help="the schema revision; exit 1 if behind")
+class BadSetup(Failure):
+    """The configuration or an input the command needs is wrong: exit 2."""
 
-    args = parser.parse_args(argv)
+    exit_code = 2
+
+
+@dataclass
+class Operator:
+    """What every command but ``serve`` works with: the settings and the database."""
+
+    settings: Settings
+    engine: Engine
+
+    @contextlib.contextmanager
+    def session(self, *, writes: bool = False) -> Iterator[Session]:
+        """One transaction, committed when the block ends without an error."""
+        engine = db.engine.for_writing(self.engine) if writes else self.engine
+        with Session(engine, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    def user(self, session: Session, username: str) -> User:
+        user = db.users.by_username(session, username)
+        if user is None:
+            raise NotFound(f"No user named {username!r}")
+        return user
+
+    def account(self, session: Session, account_id: int) -> Account:
+        account = session.get(Account, account_id)
+        if account is None:
+            raise NotFound(f"No account with id {account_id}")
+        return account
+
+
+def _settings(with_secret: bool = False) -> Settings:
     try:
-        # Only the server needs the secret (and, on SQLite, makes it on first start).
-        settings = Settings.from_env(with_secret=args.command == "serve")
+        return Settings.from_env(with_secret=with_secret)
     except SettingsError as error:
-        print(f"keyplane: {error}", file=sys.stderr)
-        return 2
+        raise BadSetup(str(error)) from None
+
+
+@contextlib.contextmanager
+def _operator(*, existing: bool) -> Iterator[Operator]:
+    """``existing``: the command reads or changes what is there; a SQLite file that
+    does not exist is then an error, never a new empty database."""
+    settings = _settings()
+    url = make_url(settings.database_url)
+    if existing and url.get_backend_name() == "sqlite":
+        path = url.database
+        if path and path != ":memory:" and not Path(path).exists():
+            raise Failure(
+                f"no database at {Path(path).resolve()} (KEYPLANE_DATABASE_URL); "
+                "create one with `keyplane db upgrade` or `keyplane serve`"
+            )
     engine = make_engine(settings.database_url)
     try:
-        return _run(args, engine, settings)
+        yield Operator(settings, engine)
     except KeyplaneError as error:
-        print(f"keyplane: {error.message}", file=sys.stderr)
-        return 1
+        raise Failure(error.message) from None
+    except DBAPIError as error:
+        raise Failure(_database_trouble(engine, error)) from None
     finally:
         engine.dispose()
 
 
-def _run(args: argparse.Namespace, engine: Engine, settings: Settings) -> int:
-    if args.command == "db":
-        if args.db_command == "upgrade":
-            db.migrate.upgrade(engine)
+def _database_trouble(engine: Engine, error: DBAPIError) -> str:
+    """Why the database did not answer, in one line (never the statement or its values)."""
+    try:
         current, head = db.migrate.current_revision(engine), db.migrate.head_revision()
-        print(json.dumps({"current": current, "head": head}))
-        return 0 if current == head else 1
-    if args.command == "keys":
-        # Incident tools work on the schema as it is; they never migrate it.
-        if args.keys_command == "list":
-            return _list_keys(engine, args.account)
-        return _revoke_key(engine, args.key_id)
-    if args.command == "serve":
-        return _serve(engine, settings, args.host, args.port, args.workers, args.plane)
-    db.migrate.upgrade(engine)
-    return _create_account(engine, settings, args.name, args.admin)
+    except DBAPIError:
+        reason = str(error.orig).strip().splitlines()[0] if error.orig else "no answer"
+        return f"cannot use the database: {reason}"
+    if current != head:
+        return f"the database is at revision {current}, not {head}: run `keyplane db upgrade`"
+    return f"the database refused the command: {type(error.orig).__name__}"
 
 
-def _list_keys(engine: Engine, account_id: int) -> int:
-    with Session(engine) as session:
+def operator_command(*, existing: bool = True) -> Callable[[Callable[..., Any]], Any]:
+    """A command that gets an ``Operator`` as its first argument, errors as one line."""
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(command)
+        def run(**kwargs: Any) -> Any:
+            with _operator(existing=existing) as operator:
+                return command(operator, **kwargs)
+
+        return run
+
+    return decorate
+
+
+def _emit(as_json: bool, data: dict[str, Any], text: str) -> None:
+    click.echo(json.dumps(data) if as_json else text)
+
+
+JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Keyplane's operator command line (KEYPLANE_DATABASE_URL picks the database)."""
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
+@click.option(
+    "--plane",
+    type=click.Choice(["all", "data"]),
+    default="all",
+    show_default=True,
+    help="all: the whole API; data: verification and health only, to scale them apart.",
+)
+def serve(host: str, port: int, workers: int, plane: str) -> None:
+    """Migrate the database and serve the API (Swagger UI at /ui/)."""
+    # Only the server needs the secret (and, on SQLite, makes it on first start).
+    settings = _settings(with_secret=True)
+    engine = make_engine(settings.database_url)
+    try:
+        _serve(engine, settings, host, port, workers, plane)
+    except KeyplaneError as error:
+        raise Failure(error.message) from None
+    except DBAPIError as error:
+        raise Failure(_database_trouble(engine, error)) from None
+    finally:
+        engine.dispose()
+
+
+@main.command("create-account")
+@click.argument("name")
+@click.option("--admin", "admin", required=True, metavar="USERNAME", help="The first admin.")
+@JSON_OPTION
+@operator_command(existing=False)
+def create_account(operator: Operator, name: str, admin: str, as_json: bool) -> None:
+    """Create an account and its first admin (password: KEYPLANE_ADMIN_PASSWORD, else asked)."""
+    db.migrate.upgrade(operator.engine)
+    password = operator.settings.admin_password or _new_password("Admin password")
+    with operator.session(writes=True) as session:
+        account, user = db.accounts.create_with_admin(
+            session, name, admin, crypto.hash_password(password), _now()
+        )
+    _emit(
+        as_json,
+        {"account_id": account.id, "user_id": user.id},
+        f"created account {account.id} {name!r} with admin {admin!r} (user {user.id})",
+    )
+
+
+@main.group()
+def keys() -> None:
+    """API keys of any account, for incidents (they never migrate the database)."""
+
+
+@keys.command("list")
+@click.option("--account", "account_id", type=int, required=True, metavar="ID")
+@JSON_OPTION
+@operator_command()
+def list_keys(operator: Operator, account_id: int, as_json: bool) -> None:
+    """An account's keys, newest first."""
+    with operator.session() as session:
+        operator.account(session, account_id)
         cursor: str | None = None
         while True:
             page = db.api_keys.page(
@@ -138,20 +254,149 @@ def _list_keys(engine: Engine, account_id: int) -> int:
                 limit=100,
             )
             for key in page.items:
-                print(json.dumps(_key_line(key)))
+                line = _key_line(key)
+                _emit(as_json, line, _key_text(line))
             if page.next_cursor is None:
-                return 0
+                return
             cursor = page.next_cursor
 
 
-def _revoke_key(engine: Engine, key_id: int) -> int:
-    writing = db.engine.for_writing(engine)
-    with Session(writing, expire_on_commit=False) as session, session.begin():
+@keys.command("revoke")
+@click.argument("key_id", type=int, metavar="ID")
+@JSON_OPTION
+@operator_command()
+def revoke_key(operator: Operator, key_id: int, as_json: bool) -> None:
+    """Revoke a key of any account, at once and for good (audited as the operator)."""
+    with operator.session(writes=True) as session:
         key = db.api_keys.revoke(
             session, db.api_keys.Scope.everything(), key_id, db.audit.OPERATOR, _now()
         )
-    print(json.dumps(_key_line(key)))
-    return 0
+    line = _key_line(key)
+    _emit(as_json, line, "revoked " + _key_text(line))
+
+
+@main.group()
+def users() -> None:
+    """People: passwords, roles, membership, deactivation (each audited as the operator)."""
+
+
+@users.command("set-password")
+@click.argument("username")
+@operator_command()
+def set_password(operator: Operator, username: str) -> None:
+    """Set a user's password (asked, or one line on stdin); every token of theirs ends."""
+    with operator.session() as session:
+        user_id = operator.user(session, username).id
+    password_hash = crypto.hash_password(_new_password("New password"))
+    with operator.session(writes=True) as session:
+        db.users.set_password(
+            session,
+            user_id,
+            password_hash,
+            actor=db.audit.OPERATOR,
+            action="user.password_reset",
+            now=_now(),
+        )
+    click.echo(f"set the password of {username!r}; their earlier tokens no longer work")
+
+
+@users.command("add")
+@click.argument("username")
+@click.option("--account", "account_id", type=int, required=True, metavar="ID")
+@click.option("--role", type=click.Choice([r.value for r in Role]), default="member")
+@operator_command()
+def add_user(operator: Operator, username: str, account_id: int, role: str) -> None:
+    """Add an existing user to an account (their keys there stay as they were: a removed
+    member's keys stay off)."""
+    with operator.session(writes=True) as session:
+        operator.account(session, account_id)
+        user = operator.user(session, username)
+        db.accounts.add_member(
+            session, account_id, user.id, Role(role), actor=db.audit.OPERATOR, now=_now()
+        )
+    click.echo(f"added {username!r} to account {account_id} as {role}")
+
+
+@users.command("set-role")
+@click.argument("username")
+@click.option("--account", "account_id", type=int, required=True, metavar="ID")
+@click.option("--role", type=click.Choice([r.value for r in Role]), required=True)
+@operator_command()
+def set_role(operator: Operator, username: str, account_id: int, role: str) -> None:
+    """Make a member admin, or an admin member (an account keeps at least one admin)."""
+    with operator.session(writes=True) as session:
+        operator.account(session, account_id)
+        user = operator.user(session, username)
+        db.accounts.set_role(
+            session, account_id, user.id, Role(role), actor=db.audit.OPERATOR, now=_now()
+        )
+    click.echo(f"{username!r} is {role} of account {account_id}")
+
+
+@users.command("remove")
+@click.argument("username")
+@click.option("--account", "account_id", type=int, required=True, metavar="ID")
+@operator_command()
+def remove_user(operator: Operator, username: str, account_id: int) -> None:
+    """Remove a user from an account; their keys there are switched off at once."""
+    with operator.session(writes=True) as session:
+        operator.account(session, account_id)
+        user = operator.user(session, username)
+        disabled = db.accounts.remove_member(
+            session, account_id, user.id, actor=db.audit.OPERATOR, now=_now()
+        )
+    click.echo(f"removed {username!r} from account {account_id}; switched off {disabled} keys")
+
+
+@users.command("deactivate")
+@click.argument("username")
+@operator_command()
+def deactivate_user(operator: Operator, username: str) -> None:
+    """Sign a user out everywhere for good: tokens end, keys in every account go off."""
+    with operator.session(writes=True) as session:
+        user = operator.user(session, username)
+        disabled = db.accounts.set_user_active(session, user, False, now=_now())
+    click.echo(f"deactivated {username!r}; switched off {disabled} keys")
+
+
+@users.command("activate")
+@click.argument("username")
+@operator_command()
+def activate_user(operator: Operator, username: str) -> None:
+    """Let a deactivated user sign in again (their keys stay off until turned on)."""
+    with operator.session(writes=True) as session:
+        db.accounts.set_user_active(session, operator.user(session, username), True, now=_now())
+    click.echo(f"activated {username!r}")
+
+
+@main.group("db")
+def database() -> None:
+    """The database schema."""
+
+
+@database.command()
+@JSON_OPTION
+@operator_command(existing=False)
+def upgrade(operator: Operator, as_json: bool) -> None:
+    """Create or migrate the database to the newest schema."""
+    db.migrate.upgrade(operator.engine)
+    _revision(operator, as_json)
+
+
+@database.command()
+@JSON_OPTION
+@operator_command()
+def current(operator: Operator, as_json: bool) -> None:
+    """The schema's revision; exit 1 if it is behind."""
+    _revision(operator, as_json)
+
+
+def _revision(operator: Operator, as_json: bool) -> None:
+    now, head = db.migrate.current_revision(operator.engine), db.migrate.head_revision()
+    state = "current" if now == head else f"behind (the newest is {head})"
+    _emit(as_json, {"current": now, "head": head}, f"schema revision {now}: {state}")
+    if now != head:
+        raise SystemExit(1)
 
 
 def _key_line(key: ApiKey) -> dict[str, object]:
@@ -161,6 +406,7 @@ def _key_line(key: ApiKey) -> dict[str, object]:
         "user_id": key.user_id,
         "key_prefix": key.key_prefix,
         "description": key.description,
+        "external_id": key.external_id,
         "status": key.status_at(_now()).value,
         "created_at": rfc3339(key.created_at),
         "expires_at": rfc3339(key.expires_at),
@@ -168,17 +414,46 @@ def _key_line(key: ApiKey) -> dict[str, object]:
     }
 
 
+def _key_text(line: dict[str, object]) -> str:
+    return (
+        f"{line['id']}  {line['key_prefix']}  {line['status']:<8}  user {line['user_id']}  "
+        f"{line['description'] or ''}"
+    )
+
+
+def _new_password(prompt: str) -> str:
+    # A pipe (scripts, tests) gives the password on one line; a terminal is asked twice.
+    if sys.stdin.isatty():
+        password = str(click.prompt(prompt, hide_input=True, confirmation_prompt=True))
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    if len(password) < MIN_PASSWORD:
+        raise BadSetup(f"the password needs at least {MIN_PASSWORD} characters")
+    return password
+
+
 def _serve(
     engine: Engine, settings: Settings, host: str, port: int, workers: int, plane: str
-) -> int:
-    import uvicorn
-
+) -> None:
     # Under the migration lock: of several servers started at once, one creates it.
     db.migrate.upgrade(engine, then=lambda connection: _bootstrap(connection, settings))
     engine.dispose()  # the workers build their own engines
-    # Every worker writes its samples here, so any scrape sees them all. Set before
-    # prometheus_client is imported anywhere (the workers inherit it).
-    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="keyplane-metrics-"))
+    with contextlib.ExitStack() as cleanup:
+        if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+            # Every worker writes its samples here, so any scrape sees them all; set
+            # before prometheus_client is imported anywhere (the workers inherit it),
+            # and removed when the server stops.
+            samples = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="keyplane-metrics-"))
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = samples
+            # uvicorn re-raises SIGTERM once it has shut down; exit through here then,
+            # so that the folder goes too (SIGINT already arrives as KeyboardInterrupt).
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        _run_server(settings, host, port, workers, plane)
+
+
+def _run_server(settings: Settings, host: str, port: int, workers: int, plane: str) -> None:
+    import uvicorn
+
     if settings.metrics.isdigit():
         from prometheus_client import start_http_server
 
@@ -198,7 +473,6 @@ def _serve(
         timeout_keep_alive=75,
         log_config=LOG_CONFIG,
     )
-    return 0
 
 
 def _bootstrap(connection: Connection, settings: Settings) -> None:
@@ -218,31 +492,9 @@ def _bootstrap(connection: Connection, settings: Settings) -> None:
     )
 
 
-def _create_account(engine: Engine, settings: Settings, name: str, admin: str) -> int:
-    password = settings.admin_password or _prompt_password()
-    writing = db.engine.for_writing(engine)
-    with Session(writing, expire_on_commit=False) as session, session.begin():
-        account, user = db.accounts.create_with_admin(
-            session, name, admin, crypto.hash_password(password), _now()
-        )
-    print(json.dumps({"account_id": account.id, "user_id": user.id}))
-    return 0
-
-
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _prompt_password() -> str:
-    # A pipe (scripts, tests) gives the password on one line; a terminal is asked.
-    if sys.stdin.isatty():
-        password = getpass.getpass("Admin password: ")
-    else:
-        password = sys.stdin.readline().rstrip("\n")
-    if len(password) < 8:
-        raise SystemExit("keyplane: the password needs at least 8 characters")
-    return password
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main(prog_name="keyplane")

@@ -11,13 +11,14 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from db.crypto import Secrets
 from db.engine import make_engine
-from db.models import Account, AuditEvent, User
+from db.models import Account, ApiKey, AuditEvent, Role, User
 from tests.conftest import TEST_SECRET
 from tests.factories import Factory
 from tests.servers import KEYPLANE, keyplane_env, serving, wait_until_up
@@ -25,7 +26,7 @@ from tests.servers import KEYPLANE, keyplane_env, serving, wait_until_up
 
 def test_create_account_migrates_a_brand_new_database_and_prints_ids(fresh_database_url):
     result = subprocess.run(
-        [*KEYPLANE, "create-account", "acme", "--admin", "alice"],
+        [*KEYPLANE, "create-account", "acme", "--admin", "alice", "--json"],
         env=keyplane_env(fresh_database_url, KEYPLANE_ADMIN_PASSWORD="alice-password-1"),
         capture_output=True,
         text=True,
@@ -45,7 +46,7 @@ def test_create_account_migrates_a_brand_new_database_and_prints_ids(fresh_datab
         check=False,
     )
     assert again.returncode == 1
-    assert "Username already taken" in again.stderr
+    assert again.stderr == "keyplane: Username already taken\n"
 
 
 def test_without_a_secret_sqlite_keeps_a_generated_one_and_a_server_database_refuses(
@@ -176,15 +177,21 @@ def _keyplane(database_url: str, *args: str) -> subprocess.CompletedProcess[str]
     )
 
 
-def test_db_current_and_upgrade(fresh_database_url):
-    behind = _keyplane(fresh_database_url, "db", "current")
+def test_db_current_and_upgrade(db_kind, fresh_database_url):
+    behind = _keyplane(fresh_database_url, "db", "current", "--json")
     assert behind.returncode == 1
-    assert json.loads(behind.stdout)["current"] is None
-    upgraded = _keyplane(fresh_database_url, "db", "upgrade")
+    if db_kind == "sqlite":  # no file yet: said, and none is made
+        assert behind.stdout == ""
+        assert behind.stderr.startswith("keyplane: no database at ")
+        assert not Path(make_url(fresh_database_url).database).exists()
+    else:  # an empty database
+        assert json.loads(behind.stdout)["current"] is None
+    upgraded = _keyplane(fresh_database_url, "db", "upgrade", "--json")
     assert upgraded.returncode == 0
     status = json.loads(upgraded.stdout)
     assert status["current"] == status["head"] is not None
-    assert _keyplane(fresh_database_url, "db", "current").returncode == 0
+    text = _keyplane(fresh_database_url, "db", "current")
+    assert (text.returncode, text.stdout) == (0, f"schema revision {status['head']}: current\n")
 
 
 def test_keys_list_and_revoke_for_incidents(fresh_database_url):
@@ -196,7 +203,7 @@ def test_keys_list_and_revoke_for_incidents(fresh_database_url):
     first, _ = factory.api_key(user, account, description="one")
     second, _ = factory.api_key(user, account, description="two")
 
-    listed = _keyplane(fresh_database_url, "keys", "list", "--account", "1")
+    listed = _keyplane(fresh_database_url, "keys", "list", "--account", "1", "--json")
     assert listed.returncode == 0
     lines = [json.loads(line) for line in listed.stdout.splitlines()]
     assert [(k["id"], k["description"], k["status"]) for k in lines] == [
@@ -204,7 +211,7 @@ def test_keys_list_and_revoke_for_incidents(fresh_database_url):
         (first.id, "one", "active"),
     ]
 
-    revoked = _keyplane(fresh_database_url, "keys", "revoke", str(first.id))
+    revoked = _keyplane(fresh_database_url, "keys", "revoke", str(first.id), "--json")
     assert revoked.returncode == 0
     assert json.loads(revoked.stdout)["status"] == "revoked"
     assert factory.stored_key(first.id).revoked_at is not None
@@ -213,6 +220,184 @@ def test_keys_list_and_revoke_for_incidents(fresh_database_url):
         assert (event.actor_type, event.target_id) == ("operator", str(first.id))
 
     missing = _keyplane(fresh_database_url, "keys", "revoke", "999")
-    assert missing.returncode == 1
-    assert "API key not found" in missing.stderr
+    assert (missing.returncode, missing.stderr) == (1, "keyplane: API key not found\n")
+    unknown = _keyplane(fresh_database_url, "keys", "list", "--account", "999")
+    assert (unknown.returncode, unknown.stderr) == (1, "keyplane: No account with id 999\n")
+    text = _keyplane(fresh_database_url, "keys", "list", "--account", "1")
+    assert text.stdout.splitlines()[0].startswith(f"{second.id}  ")
     engine.dispose()
+
+
+COMMANDS = [
+    [],
+    ["serve"],
+    ["create-account"],
+    ["keys"],
+    ["keys", "list"],
+    ["keys", "revoke"],
+    ["users"],
+    ["users", "set-password"],
+    ["users", "add"],
+    ["users", "set-role"],
+    ["users", "remove"],
+    ["users", "deactivate"],
+    ["users", "activate"],
+    ["db"],
+    ["db", "upgrade"],
+    ["db", "current"],
+]
+
+
+def test_every_command_has_help(fresh_database_url):
+    for command in COMMANDS:
+        result = _keyplane(fresh_database_url, *command, "--help")
+        assert result.returncode == 0, command
+        assert result.stdout.startswith("Usage: keyplane"), command
+        summary = result.stdout.split("\n\n")[1].strip()
+        assert len(summary) > 15, (command, summary)
+
+
+def test_errors_are_one_line_and_never_a_traceback(fresh_database_url):
+    unreachable = "postgresql+psycopg://postgres@127.0.0.1:1/nothing"
+    cases = [
+        (["keys", "list", "--account", "1"], {"KEYPLANE_DATABASE_URL": unreachable}, 1),
+        (["keys", "list", "--account", "x"], {}, 2),  # click's usage error
+        (["users", "remove", "nobody", "--account", "1"], {}, 1),
+        (["serve"], {"KEYPLANE_SECRET_KEY": "short"}, 2),
+    ]
+    _keyplane(fresh_database_url, "db", "upgrade")
+    for args, extra, code in cases:
+        result = subprocess.run(
+            [*KEYPLANE, *args],
+            env=keyplane_env(fresh_database_url) | extra,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == code, (args, result.stderr)
+        assert "Traceback" not in result.stderr, args
+        if code == 1:
+            assert result.stderr.count("\n") == 1 and result.stderr.startswith("keyplane: "), (
+                args,
+                result.stderr,
+            )
+
+
+def test_a_read_command_never_creates_a_database(tmp_path, db_kind):
+    if db_kind != "sqlite":
+        pytest.skip("a missing database file is SQLite's")
+    missing = tmp_path / "elsewhere" / "keyplane.db"
+    missing.parent.mkdir()
+    for command in (["keys", "list", "--account", "1"], ["keys", "revoke", "1"], ["db", "current"]):
+        result = _keyplane(f"sqlite:///{missing}", *command)
+        assert result.returncode == 1, command
+        assert f"no database at {missing}" in result.stderr
+        assert list(missing.parent.iterdir()) == [], command
+
+
+def _run(database_url: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*KEYPLANE, *args],
+        env=keyplane_env(database_url),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_users_commands_for_the_operator(fresh_database_url):
+    """Password, role, removal and deactivation, as an operator runs them, and what
+    each does to the user's tokens and keys."""
+    _keyplane(fresh_database_url, "create-account", "acme", "--admin", "alice")
+    engine = make_engine(fresh_database_url)
+    secrets = Secrets.derive(TEST_SECRET)
+    factory = Factory.from_engine(engine, secrets)
+    with Session(engine) as session:
+        account = session.get(Account, 1)
+    bob = factory.user(account, Role.MEMBER, username="bob")
+    _, full_key = factory.api_key(bob, account)
+    env = keyplane_env(
+        fresh_database_url, KEYPLANE_SECRET_KEY=TEST_SECRET, KEYPLANE_ADMIN_PASSWORD=PASSWORD
+    )
+    with serving(env) as (base, _):
+        wait_until_up(base)
+        bob_token = factory.token(bob)
+        assert _me(base, bob_token).status_code == 200
+
+        reset = _run(
+            fresh_database_url, "users", "set-password", "bob", stdin="bobs-new-password\n"
+        )
+        assert reset.returncode == 0, reset.stderr
+        assert _me(base, bob_token).status_code == 401
+        form = {"grant_type": "password", "username": "bob", "password": "bobs-new-password"}
+        assert httpx.post(f"{base}/v1/auth/token", data=form).status_code == 200
+        short = _run(fresh_database_url, "users", "set-password", "bob", stdin="short\n")
+        assert (short.returncode, short.stderr.count("\n")) == (2, 1)
+
+        last = _run(
+            fresh_database_url, "users", "set-role", "alice", "--account", "1", "--role", "member"
+        )
+        assert (last.returncode, last.stderr) == (
+            1,
+            "keyplane: An account keeps at least one admin: make another member admin first\n",
+        )
+        promoted = _run(
+            fresh_database_url, "users", "set-role", "bob", "--account", "1", "--role", "admin"
+        )
+        assert promoted.returncode == 0, promoted.stderr
+        _run(fresh_database_url, "users", "set-role", "bob", "--account", "1", "--role", "member")
+
+        removed = _run(fresh_database_url, "users", "remove", "bob", "--account", "1")
+        assert removed.returncode == 0, removed.stderr
+        assert "switched off 1 keys" in removed.stdout
+        assert _verify(base, full_key) == "DISABLED"
+        again = _run(fresh_database_url, "users", "add", "bob", "--account", "1")
+        assert again.returncode == 0, again.stderr
+        assert _verify(base, full_key) == "DISABLED"  # back, but the key stays off
+        twice = _run(fresh_database_url, "users", "add", "bob", "--account", "1")
+        assert (twice.returncode, twice.stderr) == (
+            1,
+            "keyplane: That user is already a member of this account\n",
+        )
+
+        factory.api_key(bob, account)  # a fresh key, on
+        with Session(engine) as session:
+            fresh_key = session.scalars(select(ApiKey).order_by(ApiKey.id.desc())).first()
+        deactivated = _run(fresh_database_url, "users", "deactivate", "bob")
+        assert deactivated.returncode == 0, deactivated.stderr
+        assert factory.stored_key(fresh_key.id).enabled is False
+        assert httpx.post(f"{base}/v1/auth/token", data=form).status_code == 400
+        assert _run(fresh_database_url, "users", "activate", "bob").returncode == 0
+        assert httpx.post(f"{base}/v1/auth/token", data=form).status_code == 200
+        assert factory.stored_key(fresh_key.id).enabled is False  # not revived
+    with Session(engine) as session:
+        actions = session.scalars(
+            select(AuditEvent.action)
+            .where(AuditEvent.actor_type == "operator", AuditEvent.action.like("user.%"))
+            .order_by(AuditEvent.id)
+        ).all()
+    assert actions == [
+        "user.added",  # alice, by create-account
+        "user.added",  # bob, by the test's factory
+        "user.password_reset",
+        "user.role_changed",
+        "user.role_changed",
+        "user.removed",
+        "user.added",
+        "user.deactivated",
+        "user.activated",
+    ]
+    engine.dispose()
+
+
+def test_serve_removes_its_metrics_folder_when_it_stops(fresh_database_url, tmp_path):
+    env = keyplane_env(fresh_database_url, KEYPLANE_SECRET_KEY=TEST_SECRET, TMPDIR=str(tmp_path))
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    with serving(env) as (base, _):
+        wait_until_up(base)
+        made = list(tmp_path.glob("keyplane-metrics-*"))
+        assert len(made) == 1
+    assert not made[0].exists()

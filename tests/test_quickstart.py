@@ -1,0 +1,92 @@
+"""The README's Quickstart, line for line, in a fresh copy of the repository.
+
+The lines are taken from the README's ``sh`` block under "## Quickstart" and run by
+bash as they are, with one change: the port (8000 there) is a free one here, so that
+the test never meets a server someone left running. ``make serve`` builds its own
+``.venv`` (what serving needs, from PyPI), so this also measures a newcomer's time
+from a clone to a first ``VALID`` verify (printed; ``pytest -rP`` shows it).
+
+Once per run, on SQLite (the Quickstart's database): the PostgreSQL half skips it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.servers import free_port
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+README = REPOSITORY / "README.md"
+
+
+def quickstart_lines() -> str:
+    text = README.read_text()
+    section = text[text.index("## Quickstart") :]
+    match = re.search(r"```sh\n(.*?)```", section, re.DOTALL)
+    assert match is not None, "the Quickstart has no sh block"
+    return match[1]
+
+
+def _copy_of_the_repository(target: Path) -> None:
+    """What a clone holds: every file git tracks (or would), as it is in the tree."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],  # noqa: S607
+        cwd=REPOSITORY,
+        capture_output=True,
+        check=True,
+    ).stdout.split(b"\0")
+    for name in filter(None, (entry.decode() for entry in listed)):
+        source = REPOSITORY / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+
+
+def test_the_quickstart_verifies_a_key_valid(tmp_path, db_kind):
+    if db_kind != "sqlite":
+        pytest.skip("the Quickstart serves SQLite; it runs once, in the SQLite half")
+    lines = quickstart_lines()
+    assert "8000" in lines and "make serve" in lines
+    port = free_port()
+    script = lines.replace("8000", str(port)).replace("make serve", f"make serve PORT={port}")
+    checkout = tmp_path / "keyplane"
+    started = time.monotonic()
+    _copy_of_the_repository(checkout)
+    environment = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("KEYPLANE_", "PROMETHEUS_", "VIRTUAL_ENV", "PYTHON"))
+    }
+    shell = subprocess.Popen(
+        ["bash", "-c", script],  # noqa: S607
+        cwd=checkout,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # the served make and its workers: one group to stop
+    )
+    try:
+        stdout, stderr = shell.communicate(timeout=600)
+        elapsed = time.monotonic() - started
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # the server the lines left running
+            os.killpg(shell.pid, signal.SIGTERM)
+        shell.wait(timeout=30)
+    served = (checkout / "serve.log").read_text() if (checkout / "serve.log").exists() else ""
+    assert shell.returncode == 0, stderr + served[-3000:]
+    answer = json.loads(stdout)  # the verify's answer is all the lines print
+    assert (answer["valid"], answer["code"]) == (True, "VALID"), stdout
+    assert answer["external_id"] == "cus_4f2a"
+    assert answer["permissions"] == ["readApplications"]
+    print(f"Quickstart: from a copy of the repository to a VALID verify in {elapsed:.0f} s")
