@@ -25,6 +25,13 @@ def create(session: Session, name: str) -> Account:
     return account
 
 
+def get(session: Session, account_id: int) -> Account:
+    account = session.get(Account, account_id)
+    if account is None:
+        raise NotFound(f"No account with id {account_id}")
+    return account
+
+
 def any_exist(session: Session) -> bool:
     return bool(session.scalar(select(exists().select_from(Account))))
 

@@ -109,10 +109,7 @@ class Operator:
         return user
 
     def account(self, session: Session, account_id: int) -> Account:
-        account = session.get(Account, account_id)
-        if account is None:
-            raise NotFound(f"No account with id {account_id}")
-        return account
+        return db.accounts.get(session, account_id)
 
 
 def _settings(with_secret: bool = False) -> Settings:
