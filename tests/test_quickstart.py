@@ -90,17 +90,3 @@ def test_the_quickstart_verifies_a_key_valid(tmp_path, db_kind):
     assert answer["external_id"] == "cus_4f2a"
     assert answer["permissions"] == ["readApplications"]
     print(f"Quickstart: from a copy of the repository to a VALID verify in {elapsed:.0f} s")
-
-
-def test_make_serve_passes_host_and_port_to_keyplane_serve():
-    """``make serve HOST=... PORT=...``: the command make would run (the Quickstart
-    above starts a real one with PORT)."""
-    planned = subprocess.run(
-        ["make", "-n", "serve", "HOST=0.0.0.0", "PORT=9123"],  # noqa: S607
-        cwd=REPOSITORY,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.splitlines()
-    assert planned[-1] == ".venv/bin/keyplane serve --host 0.0.0.0 --port 9123"
-    assert not any("[test" in line or "dev," in line for line in planned)  # serving deps only
