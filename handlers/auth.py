@@ -24,20 +24,9 @@ def token(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
     if body["grant_type"] != "password":
         raise OAuthError("unsupported_grant_type", "Only the password grant is supported")
     current = runtime()
-    settings, now, username = current.settings, current.now(), body["username"]
+    now, username = current.now(), body["username"]
     subject = current.secrets.login_subject(username)
-    with db.session.apart(writes=True) as session:
-        wait = db.logins.admit(
-            session,
-            subject,
-            now=now,
-            max_attempts=settings.login_max_failures,
-            window=timedelta(seconds=settings.login_window_seconds),
-        )
-    if wait is not None:
-        raise TooManyRequests(
-            "Too many failed logins for this username; try again later", retry_after_seconds=wait
-        )
+    count_attempt(subject, "Too many failed logins for this username; try again later")
     with db.session.apart(writes=False) as session:
         user = db.users.by_username(session, username)
     # The same work for an unknown user as for a known one, a few at a time per worker.
@@ -51,6 +40,23 @@ def token(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
     if user is None or not accepted:
         raise OAuthError("invalid_grant", "Incorrect username or password")
     return grant(user.id, user.token_generation), 200, NO_STORE
+
+
+def count_attempt(subject: str, refusal: str) -> None:
+    """One password attempt for ``subject``, counted in its own committed transaction
+    before the password is checked; past the limit, 429 with ``refusal``."""
+    current = runtime()
+    settings = current.settings
+    with db.session.apart(writes=True) as session:
+        wait = db.logins.admit(
+            session,
+            subject,
+            now=current.now(),
+            max_attempts=settings.login_max_failures,
+            window=timedelta(seconds=settings.login_window_seconds),
+        )
+    if wait is not None:
+        raise TooManyRequests(refusal, retry_after_seconds=wait)
 
 
 def grant(user_id: int, generation: int) -> dict[str, Any]:

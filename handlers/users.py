@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 import db.accounts
 import db.logins
 import db.session
 import db.users
-from db.errors import Conflict, Forbidden, TooManyRequests
+from db.errors import Conflict, Forbidden
 from db.models import Membership, Role, User
 from db.timefmt import rfc3339
 from handlers._context import current_actor, current_principal, runtime
-from handlers.auth import NO_STORE, grant
+from handlers.auth import NO_STORE, count_attempt, grant
 
 USERS_ONLY = "API keys cannot manage users"
 
@@ -62,21 +61,12 @@ def change_password(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str
     """
     principal = current_principal().require_user(USERS_ONLY)
     current = runtime()
-    settings, now = current.settings, current.now()
+    now = current.now()
     with db.session.apart(writes=False) as session:
         user = db.users.active(session, principal.user_id)
     assert user is not None  # authentication found the user active
     subject = current.secrets.login_subject(user.username)
-    with db.session.apart(writes=True) as session:
-        wait = db.logins.admit(
-            session,
-            subject,
-            now=now,
-            max_attempts=settings.login_max_failures,
-            window=timedelta(seconds=settings.login_window_seconds),
-        )
-    if wait is not None:
-        raise TooManyRequests("Too many wrong passwords; try again later", wait)
+    count_attempt(subject, "Too many wrong passwords; try again later")
     if not current.passwords.verify(user.password_hash, body["current_password"]):
         with db.session.apart(writes=True) as session:
             db.logins.failed(session, subject, user, now)

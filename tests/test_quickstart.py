@@ -90,3 +90,17 @@ def test_the_quickstart_verifies_a_key_valid(tmp_path, db_kind):
     assert answer["external_id"] == "cus_4f2a"
     assert answer["permissions"] == ["readApplications"]
     print(f"Quickstart: from a copy of the repository to a VALID verify in {elapsed:.0f} s")
+
+
+def test_make_serve_passes_host_and_port_to_keyplane_serve():
+    """``make serve HOST=... PORT=...``: the command make would run (the Quickstart
+    above starts a real one with PORT), and no test or development tools for it."""
+    planned = subprocess.run(
+        ["make", "--no-print-directory", "-n", "serve", "HOST=0.0.0.0", "PORT=9123"],  # noqa: S607
+        cwd=REPOSITORY,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert ".venv/bin/keyplane serve --host 0.0.0.0 --port 9123" in planned
+    assert not any("[test" in line for line in planned)  # serving's dependencies only
