@@ -171,6 +171,30 @@ class TestPasswordChanges:
             new_token = answers[winner].json()["access_token"]
             assert client.get("/v1/users/me", headers=_bearer(new_token)).status_code == 200
 
+    def test_concurrent_admin_resets_leave_exactly_one_password(self, live):
+        username, password = live.add_user("member")
+        member_token = _token(live, username, password)
+        user_id = _member_id(live, username)
+        answers = _together(
+            live,
+            [
+                (
+                    "PUT",
+                    f"/v1/users/{user_id}/password",
+                    {"json": {"new_password": f"reset-password-{i}"}, "headers": live.auth},
+                )
+                for i in range(6)
+            ],
+        )
+        assert [a.status_code for a in answers] == [204] * 6, [a.text for a in answers]
+        works = [
+            i for i in range(6) if live.login(username, f"reset-password-{i}").status_code == 200
+        ]
+        assert len(works) == 1
+        assert live.login(username, password).status_code == 400
+        with live.client() as client:
+            assert client.get("/v1/users/me", headers=_bearer(member_token)).status_code == 401
+
 
 class TestPolicies:
     def test_concurrent_puts_leave_exactly_one_whole_policy(self, live):
