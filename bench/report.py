@@ -22,6 +22,7 @@ PEERS = ("FastAPI + SQLAlchemy", "DRF + drf-api-key")
 FLOOR = "AsyncApp no-op (floor)"
 VERIFY = "verify: valid"
 PATCH = "PATCH /v1/api-keys/{item_id}"
+PATCH_WRITING = "PATCH, a new description each time"
 RSS_LIMIT_MB = 150
 
 
@@ -110,6 +111,7 @@ def _targets(
     peers = [r for r in (rps(VERIFY, p) for p in PEERS) if r]
     floor = rps(VERIFY, FLOOR)
     patch, patch_peer = rps(PATCH, KEYPLANE), rps(PATCH, PEERS[0])
+    writing, writing_peer = rps(PATCH_WRITING, KEYPLANE), rps(PATCH_WRITING, PEERS[0])
     verify = at.get((database, keys, VERIFY, KEYPLANE))
     small = rps(VERIFY, KEYPLANE, 10_000)
     memory = rss.get(f"{database}, {keys:,} keys", {})
@@ -129,8 +131,14 @@ def _targets(
             True,
         ),
         (
-            "PATCH ÷ the FastAPI peer's",
+            "PATCH (the same body) ÷ the FastAPI peer's",
             patch / patch_peer if patch and patch_peer else None,
+            1,
+            False,
+        ),
+        (
+            "PATCH (a change each time) ÷ the FastAPI peer's",
+            writing / writing_peer if writing and writing_peer else None,
             1,
             False,
         ),

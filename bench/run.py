@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -58,6 +59,7 @@ class Request:
     path: str
     body: str = ""
     authorization: str = ""
+    alternate: str = ""  # a second body: the requests alternate between the two
 
     @property
     def content_type(self) -> str:
@@ -116,9 +118,16 @@ def _verifies(valid: str, lacking: str, malformed: str) -> dict[str, tuple[Reque
 def _manages(key_id: int, token: str) -> dict[str, tuple[Request, Expect]]:
     bearer = f"Bearer {token}"
     patch = json.dumps({"description": "benchmarked", "expires_at": "2030-01-01T00:00:00Z"})
+    renamed = [json.dumps({"description": f"benchmarked {n}"}) for n in (1, 2)]
     return {
+        # The same body every time: from the second request on, it changes nothing.
         "PATCH /v1/api-keys/{item_id}": (
             Request("PATCH", f"/v1/api-keys/{key_id}", patch, bearer),
+            Expect(200),
+        ),
+        # Two bodies in turn: every request changes the key (a write, and its audit).
+        "PATCH, a new description each time": (
+            Request("PATCH", f"/v1/api-keys/{key_id}", renamed[0], bearer, renamed[1]),
             Expect(200),
         ),
         "list keys (20)": (Request("GET", "/v1/api-keys?limit=20", "", bearer), Expect(200)),
@@ -320,10 +329,17 @@ def check(contenders: list[Contender]) -> list[str]:
     wrong = []
     for contender in contenders:
         for operation, (request, expect) in contender.operations.items():
-            status, body = send(contender, request)
-            code = body.get("code") if isinstance(body, dict) else None
-            if status != expect.status or (expect.code is not None and code != expect.code):
-                wrong.append(f"{contender.name}, {operation}: {status} {body!r:.200}")
+            bodies = [request.body, request.alternate] if request.alternate else [request.body]
+            for body_sent in bodies:
+                status, body = send(contender, dataclasses.replace(request, body=body_sent))
+                code = body.get("code") if isinstance(body, dict) else None
+                if status != expect.status or (expect.code is not None and code != expect.code):
+                    wrong.append(f"{contender.name}, {operation}: {status} {body!r:.200}")
+                elif (
+                    request.alternate
+                    and body.get("description") != json.loads(body_sent)["description"]
+                ):
+                    wrong.append(f"{contender.name}, {operation}: not changed: {body!r:.200}")
     return wrong
 
 
@@ -348,6 +364,7 @@ def _wrk(
             "BENCH_BODY": request.body,
             "BENCH_CONTENT_TYPE": request.content_type,
             "BENCH_AUTHORIZATION": request.authorization,
+            "BENCH_BODY_ALT": request.alternate,
         },
         capture_output=True,
         text=True,

@@ -8,6 +8,16 @@ end
 if os.getenv("BENCH_AUTHORIZATION") ~= "" then
   wrk.headers["Authorization"] = os.getenv("BENCH_AUTHORIZATION")
 end
+-- A second body, if given: requests alternate between the two, so each one changes
+-- what the one before it set.
+local alternate = os.getenv("BENCH_BODY_ALT")
+if alternate ~= nil and alternate ~= "" then
+  local bodies, sent = { wrk.body, alternate }, 0
+  request = function()
+    sent = sent + 1
+    return wrk.format(nil, nil, nil, bodies[sent % 2 + 1])
+  end
+end
 
 done = function(summary, latency, requests)
   local errors = summary.errors

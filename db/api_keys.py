@@ -15,13 +15,15 @@ final record is exactly one request's result.
 from __future__ import annotations
 
 import json
+from collections.abc import Container
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, or_, select, true
 from sqlalchemy import update as update_statement
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm import Session, joinedload, lazyload, selectinload
+from sqlalchemy.orm.attributes import flag_modified
 
 import db.audit
 import db.permissions
@@ -37,10 +39,9 @@ _CANNOT_ROTATE = {
     KeyStatus.REVOKED: "A revoked key cannot be rotated",
     KeyStatus.EXPIRED: "An expired key cannot be rotated",
 }
-# Fields a PATCH may change; the keys of ``changes`` in ``update``.
-EDITABLE_FIELDS = frozenset(
-    {"description", "expires_at", "permissions", "external_id", "meta", "enabled"}
-)
+# Fields a PATCH may change (the keys of ``changes`` in ``update``), in the audit's order.
+EDITABLE = ("description", "expires_at", "permissions", "external_id", "meta", "enabled")
+EDITABLE_FIELDS = frozenset(EDITABLE)
 OWNER_GONE = "The key's owner is no longer an active member of this account"
 MAX_META_BYTES = 4096
 
@@ -117,19 +118,56 @@ def issue(
 
 
 def find(session: Session, scope: Scope, key_id: int) -> ApiKey:
-    key = session.scalar(select(ApiKey).where(ApiKey.id == key_id, scope.clause()))
+    """The key with its permissions joined: one round trip, where the relationship's
+    default would send a second."""
+    key = (
+        session.execute(
+            select(ApiKey)
+            .where(ApiKey.id == key_id, scope.clause())
+            .options(joinedload(ApiKey.permission_links))
+        )
+        .unique()
+        .scalar_one_or_none()
+    )
     if key is None:
         raise NotFound(NOT_FOUND_MESSAGE)
     return key
 
 
-def _locked(session: Session, scope: Scope, key_id: int) -> ApiKey:
+def changes_nothing(key: ApiKey, changes: dict[str, Any]) -> bool:
+    """Would ``changes`` (as ``update`` takes them) leave ``key`` exactly as it is?
+
+    Such a PATCH writes nothing: no lock held, no ``updated_at``, no audit event (as
+    Stripe sends no ``*.updated`` event when nothing changed). Permissions compare as
+    sets, ``meta`` as canonical JSON (so ``1`` and ``true`` differ).
+    """
+    held = _snapshot(key, changes)
+    return all(_same(field, held[field], wanted) for field, wanted in changes.items())
+
+
+def _same(field: str, held: Any, wanted: Any) -> bool:
+    if field == "permissions":
+        return set(held) == set(wanted)
+    if field == "meta":
+        return json.dumps(held, sort_keys=True) == json.dumps(wanted, sort_keys=True)
+    return bool(held == wanted)
+
+
+def _locked(
+    session: Session, scope: Scope, key_id: int, *, with_permissions: bool = True
+) -> ApiKey:
     """The key, read afresh and locked until the transaction ends (see the module's note)."""
+    # The permissions come by a second statement, after the lock is held, never joined
+    # to this one: PostgreSQL re-reads only the locked row once a waited-for lock is
+    # granted, so joined permissions would be those from before the writer it waited on
+    # (the concurrent PATCH tests caught this as duplicate permission links).
     key = session.scalar(
         select(ApiKey)
         .where(ApiKey.id == key_id, scope.clause())
         .with_for_update(of=ApiKey)
         .execution_options(populate_existing=True)
+        # Without them, one round trip less while the lock is held (read if touched).
+        .options(selectinload(ApiKey.permission_links) if with_permissions else lazyload("*"))
     )
     if key is None:
         raise NotFound(NOT_FOUND_MESSAGE)
@@ -167,13 +205,17 @@ def update(
     now: datetime,
     by_admin: bool = False,
 ) -> ApiKey:
-    """``changes`` holds only what the request sets; the policy judges what changes."""
+    """``changes`` holds only what the request sets; the policy judges what changes.
+
+    Nothing is written when nothing would change (``changes_nothing``)."""
     unknown = set(changes) - EDITABLE_FIELDS
     if unknown:
         raise ValueError(f"not editable: {sorted(unknown)}")
     _check_meta(changes.get("meta"))
-    key = _locked(session, scope, key_id)
-    before = _snapshot(key)
+    key = _locked(session, scope, key_id, with_permissions="permissions" in changes)
+    if changes_nothing(key, changes):
+        return key
+    before = _snapshot(key, changes)
     if "expires_at" in changes and changes["expires_at"] != key.expires_at:
         wanted = changes["expires_at"]
         if not by_admin:
@@ -190,12 +232,16 @@ def update(
     if turning_on and not db.users.is_active_member(session, key.account_id, key.user_id):
         raise Conflict(OWNER_GONE)
     for field in ("description", "external_id", "meta", "enabled"):
-        if field in changes:
+        if field in changes and not _same(field, before[field], changes[field]):
             setattr(key, field, changes[field])
+    if "meta" in changes:  # the ORM compares JSON with ==, to which 1 and true are equal
+        flag_modified(key, "meta")
     key.updated_at = now
     session.flush()
-    after = _snapshot(key)
-    diff = {f: {"from": before[f], "to": after[f]} for f in after if before[f] != after[f]}
+    after = _snapshot(key, changes)
+    diff = {
+        f: {"from": before[f], "to": after[f]} for f in after if not _same(f, before[f], after[f])
+    }
     _audit(session, key, actor, "key.updated", now, diff)
     return key
 
@@ -303,14 +349,12 @@ def _owned(account_id: int | None, user_id: int) -> ColumnElement[bool]:
     return condition if account_id is None else and_(condition, ApiKey.account_id == account_id)
 
 
-def _snapshot(key: ApiKey) -> dict[str, Any]:
+def _snapshot(key: ApiKey, only: Container[str] = EDITABLE_FIELDS) -> dict[str, Any]:
+    """The editable fields (those in ``only``), as the audit trail shows them."""
     return {
-        "description": key.description,
-        "expires_at": key.expires_at,
-        "permissions": key.permissions,
-        "external_id": key.external_id,
-        "meta": key.meta,
-        "enabled": key.enabled,
+        field: key.permissions if field == "permissions" else getattr(key, field)
+        for field in EDITABLE
+        if field in only
     }
 
 

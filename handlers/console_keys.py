@@ -11,6 +11,7 @@ from typing import Any
 import db.api_keys
 import db.pages
 import db.session
+import handlers.api_keys
 from db.access import Actor
 from db.errors import NotFound
 from db.models import ApiKey
@@ -68,15 +69,7 @@ def update(id: str, body: dict[str, Any]) -> dict[str, bool]:  # noqa: A002
     }
     if "expiresAt" in body:
         changes["expires_at"] = _expiry(body["expiresAt"])
-    db.api_keys.update(
-        db.session.current(),
-        actor.key_scope(),
-        _key_id(id),
-        changes,
-        actor.audit_actor,
-        runtime().now(),
-        by_admin=True,
-    )
+    handlers.api_keys.change(actor, _key_id(id), changes, by_admin=True)
     return SUCCESS
 
 

@@ -7,6 +7,7 @@ PostgreSQL), through real HTTP connections, as users race it.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import multiprocessing
 import os
 import random
@@ -97,6 +98,34 @@ class TestConcurrentWrites:
                 final = client.get(f"/apikeys/{key['id']}", headers=live.auth).json()
             shown = {f: final[f] for f in ("description", "flatPermissionsList", "expiresAt")}
             assert shown in bodies
+
+    def test_64_patches_half_changing_nothing_audit_one_unbroken_chain(self, live):
+        """A PATCH that changes nothing is answered from a plain read, beside writers:
+        every write is still audited once, each from the value the one before left."""
+        for _ in range(self.ROUNDS):
+            key = live.create_key(description="start")
+            url = f"/v1/api-keys/{key['id']}"
+            # The odd ones ask for "start": a no-op, unless a writer got there first.
+            bodies = [{"description": "start" if i % 2 else f"body {i}"} for i in range(64)]
+            responses = _at_once(live, "PATCH", url, bodies)
+            assert [r.status_code for r in responses] == [200] * 64, [
+                r.text for r in responses if r.status_code != 200
+            ][:3]
+            assert {r.json()["description"] for r in responses} <= {
+                b["description"] for b in bodies
+            }
+            with live.client() as client:
+                events = client.get(
+                    "/v1/audit-events",
+                    params={"action": "key.updated", "key_id": key["id"], "limit": 200},
+                    headers=live.auth,
+                ).json()["items"][::-1]
+            chain = [event["changes"]["description"] for event in events]
+            assert len(chain) >= 32  # every "body i" was written at least once
+            assert chain[0]["from"] == "start"
+            assert all(step["from"] != step["to"] for step in chain)
+            assert all(a["to"] == b["from"] for a, b in itertools.pairwise(chain))
+            assert chain[-1]["to"] == live.get_key(key["id"])["description"]
 
     def test_64_concurrent_creates_are_all_distinct(self, live):
         bodies = [{"description": f"c{i}"} for i in range(64)]

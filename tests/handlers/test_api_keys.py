@@ -272,6 +272,13 @@ class TestGet:
         assert response.json()["detail"][0]["type"] == "int_parsing"
 
 
+def _updates(client, auth):
+    """The changes of every ``key.updated`` audit event, newest first."""
+    response = client.get("/v1/audit-events", params={"action": "key.updated"}, headers=auth)
+    assert response.status_code == 200
+    return [event["changes"] for event in response.json()["items"]]
+
+
 class TestUpdate:
     """Seed 002: PATCH /v1/api-keys/{item_id}, body APIKeyRecordCreate, 200 APIKeyRecordRead."""
 
@@ -319,6 +326,34 @@ class TestUpdate:
         assert client.get(url, headers=auth).json()["permissions"] == ["writeApplications"]
         client.patch(url, json={"permissions": None}, headers=auth)
         assert client.get(url, headers=auth).json()["permissions"] == []
+
+    def test_200_a_patch_that_changes_nothing_writes_nothing(self, client, factory, acme, admin):
+        auth = factory.auth(admin)
+        body = {
+            "description": "billing",
+            "expires_at": "2031-05-01T10:00:00Z",
+            "permissions": ["readApplications", "writeApplications"],
+            "external_id": "cus_42",
+            "meta": {"plan": "pro", "seats": 1},
+            "enabled": True,
+        }
+        created = client.post("/v1/api-keys", json=body, headers=auth).json()
+        url = f"/v1/api-keys/{created['id']}"
+        before = factory.stored_key(created["id"])
+        same = body | {"permissions": ["writeApplications", "readApplications"]}
+        response = client.patch(url, json=same, headers=auth)
+        assert response.status_code == 200
+        assert response.json() == {f: created[f] for f in SEED_002_FIELDS} | {"full_key": None}
+        assert client.get(url, headers=auth).json() == created | {"full_key": None}
+        assert factory.stored_key(created["id"]).updated_at == before.updated_at
+        assert _updates(client, auth) == []
+        # A change of JSON type is a change: 1 and true are equal in Python, not in JSON.
+        client.patch(url, json={"meta": {"plan": "pro", "seats": True}}, headers=auth)
+        assert _updates(client, auth) == [
+            {"meta": {"from": body["meta"], "to": {"plan": "pro", "seats": True}}}
+        ]
+        assert client.get(url, headers=auth).json()["meta"] == {"plan": "pro", "seats": True}
+        assert factory.stored_key(created["id"]).updated_at > before.updated_at
 
     def test_422_for_an_unknown_permission_changes_nothing(self, client, factory, acme, admin):
         record, _ = factory.api_key(admin, acme, permissions=("readApplications",))

@@ -168,6 +168,19 @@ class TestUpdate:
         assert client.get(url, headers=auth).json()["expiresAt"] is None
         assert factory.stored_key(key[0].id).expires_at is None
 
+    def test_200_the_same_body_again_changes_nothing_and_audits_once(
+        self, client, factory, admin, key
+    ):
+        url, auth = f"/apikeys/{key[0].id}", factory.auth(admin)
+        for _ in range(3):
+            response = client.patch(url, json=SEED_BODY_WITH_EXPIRY, headers=auth)
+            assert response.json() == {"success": True}
+        events = client.get(
+            "/v1/audit-events", params={"action": "key.updated"}, headers=auth
+        ).json()["items"]
+        assert len(events) == 1
+        assert client.get(url, headers=auth).json()["expiresAt"] == "2030-06-01T00:00:00Z"
+
     def test_200_omitted_expires_at_keeps_the_expiry(self, client, factory, admin, key):
         url, auth = f"/apikeys/{key[0].id}", factory.auth(admin)
         client.patch(url, json=SEED_BODY_WITH_EXPIRY, headers=auth)
