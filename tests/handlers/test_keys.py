@@ -10,6 +10,7 @@ from sqlalchemy import event, update
 
 from db.crypto import generate_api_key
 from db.models import ApiKey
+from keyplane.app import create_data_app
 
 
 @pytest.fixture
@@ -210,3 +211,31 @@ class TestVerify:
         assert response.json()["detail"] == [
             {"loc": ["body", "key"], "msg": "Field required", "type": "missing"}
         ]
+
+
+@pytest.fixture(scope="module")
+def data_client(settings, engine):
+    with create_data_app(settings).test_client() as client:
+        yield client
+
+
+class TestDataPlaneAlone:
+    """``keyplane serve --plane data``: verification and health, scaled apart."""
+
+
+    def test_verify_and_health_answer_as_in_the_whole_app(self, data_client, client, key):
+        record, full_key = key
+        alone = _verify(data_client, full_key, ["readApplications"])
+        assert alone == _verify(client, full_key, ["readApplications"])
+        assert (alone["valid"], alone["key_id"]) == (True, record.id)
+        assert data_client.get("/healthz").json() == {"status": "ok"}
+        invalid = data_client.post("/v1/keys/verify", json={"permissions": []})
+        assert (invalid.status_code, invalid.json()) == (
+            422,
+            {"detail": [{"loc": ["body", "key"], "msg": "Field required", "type": "missing"}]},
+        )
+
+    def test_management_paths_are_not_served_here(self, data_client, factory, admin):
+        for method, path in (("GET", "/v1/api-keys"), ("GET", "/apikeys"), ("GET", "/ui/")):
+            response = data_client.request(method, path, headers=factory.auth(admin))
+            assert response.status_code == 404, path
