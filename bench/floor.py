@@ -1,32 +1,92 @@
-"""The framework's floor: Connexion's ``AsyncApp`` serving verify from the same spec,
-with the same request validation, and a handler that does nothing.
+"""The framework's floors: Connexion's ``AsyncApp`` serving verify from the same spec,
+with the same request validation.
 
-Keyplane's verify is measured against it: what the verify path adds to its framework.
-Served as ``uvicorn bench.floor:app --workers 2``.
+* ``app``: a handler that does nothing. Keyplane's verify is measured against it: what
+  the verify path adds to its framework.
+* ``one_query``: a handler that makes the one indexed lookup a verify cannot do without
+  (the key by its digest, in Keyplane's own database of the run) and nothing else: on
+  PostgreSQL through an asyncpg pool, on SQLite inline on the event loop, as Keyplane
+  does. What is left between it and Keyplane is Keyplane's own code.
+
+Served as ``uvicorn bench.floor:app --workers 2`` (``bench.floor:one_query`` with
+``BENCH_DATABASE_URL`` and ``BENCH_SECRET``).
 """
 
 from __future__ import annotations
 
+import os
+import sqlite3
 from typing import Any
 
 import yaml
 from connexion import AsyncApp
 from connexion.resolver import Resolver
+from sqlalchemy.engine import make_url
 
+from db.crypto import Secrets
 from keyplane.app import SPEC_PATH
 
 VERIFY = "/v1/keys/verify"
+SQL = "SELECT id FROM api_keys WHERE key_digest = {}"
 
 
 async def verify(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
     return {"valid": False, "code": "NOT_FOUND"}, 200
 
 
-def _resolve(operation_id: str) -> Any:
-    return verify
+class _OneQuery:
+    """The key's row by its digest: nothing judged, nothing written."""
+
+    def __init__(self, url: str, secret: str) -> None:
+        self.url = make_url(url)
+        self.secrets = Secrets.derive(secret)
+        self._pool: Any = None
+        self._sqlite: sqlite3.Connection | None = None
+
+    async def __call__(self, body: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        digest = self.secrets.api_key_digest(body["key"])
+        found = await self._fetch(digest)
+        return {"valid": found, "code": "VALID" if found else "NOT_FOUND"}, 200
+
+    async def _fetch(self, digest: str) -> bool:
+        if self.url.get_backend_name() == "sqlite":
+            if self._sqlite is None:
+                self._sqlite = sqlite3.connect(self.url.database or "")
+            return self._sqlite.execute(SQL.format("?"), (digest,)).fetchone() is not None
+        if self._pool is None:
+            import asyncpg
+
+            self._pool = await asyncpg.create_pool(
+                host=self.url.host,
+                port=self.url.port,
+                user=self.url.username,
+                password=self.url.password,
+                database=self.url.database,
+                min_size=0,
+                max_size=5,
+            )
+        return await self._pool.fetchrow(SQL.format("$1"), digest) is not None
 
 
-spec = yaml.safe_load(SPEC_PATH.read_text())
-spec["paths"] = {VERIFY: spec["paths"][VERIFY]}
-app = AsyncApp(__name__)
-app.add_api(spec, resolver=Resolver(_resolve), strict_validation=True)
+def _app(handler: Any) -> AsyncApp:
+    spec = yaml.safe_load(SPEC_PATH.read_text())
+    spec["paths"] = {VERIFY: spec["paths"][VERIFY]}
+    served = AsyncApp(__name__)
+    served.add_api(spec, resolver=Resolver(lambda operation_id: handler), strict_validation=True)
+    return served
+
+
+_lookup = (
+    _OneQuery(os.environ["BENCH_DATABASE_URL"], os.environ["BENCH_SECRET"])
+    if "BENCH_DATABASE_URL" in os.environ
+    else None
+)
+
+
+async def verify_by_one_query(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    assert _lookup is not None, "BENCH_DATABASE_URL and BENCH_SECRET name the database"
+    return await _lookup(body)
+
+
+app = _app(verify)
+one_query = _app(verify_by_one_query)
