@@ -512,6 +512,7 @@ def main(argv: list[str] | None = None) -> int:
         print("the benchmark drives load with wrk: apt-get install wrk", file=sys.stderr)
         return 2
 
+    started = time.monotonic()
     figures: list[Figure] = []
     rss: dict[str, dict[str, float]] = {}
     for database in args.databases.split(","):
@@ -539,6 +540,7 @@ def main(argv: list[str] | None = None) -> int:
         from bench.report import write
 
         write(RESULTS, figures, rss, machine(), vars(args))
+        print(f"written to {RESULTS} in {(time.monotonic() - started) / 60:.1f} minutes")
     return 0
 
 
