@@ -419,9 +419,10 @@ def measure(
 ) -> list[Figure]:
     operations = list(dict.fromkeys(op for c in contenders for op in c.operations))
     runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for contender in contenders:  # warm every path once, unrecorded
-        for request, _ in contender.operations.values():
-            _wrk(contender, request, 1, connections)
+    # Warm each server for a second, unrecorded (its pools fill, its workers start
+    # answering); ``check`` has already run every path once.
+    for contender in contenders:
+        _wrk(contender, next(iter(contender.operations.values()))[0], 1, connections)
     for round_ in range(rounds):
         for operation in operations:
             for contender in contenders:
