@@ -24,6 +24,8 @@ from connexion.resolver import Resolver
 from sqlalchemy.engine import make_url
 
 from db.crypto import Secrets
+from db.engine import Limits
+from db.lookups import PostgresLookups
 from keyplane.app import SPEC_PATH
 
 VERIFY = "/v1/keys/verify"
@@ -35,12 +37,14 @@ async def verify(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
 
 
 class _OneQuery:
-    """The key's row by its digest: nothing judged, nothing written."""
+    """The key's row by its digest: nothing judged, nothing written. On PostgreSQL it
+    borrows Keyplane's own pool (``db.lookups``: prepared statements, generic plans, no
+    reset round trip), so only the one lookup differs from nothing."""
 
     def __init__(self, url: str, secret: str) -> None:
         self.url = make_url(url)
         self.secrets = Secrets.derive(secret)
-        self._pool: Any = None
+        self._postgres = PostgresLookups(self.url, Limits())
         self._sqlite: sqlite3.Connection | None = None
 
     async def __call__(self, body: dict[str, Any]) -> tuple[dict[str, Any], int]:
@@ -53,19 +57,8 @@ class _OneQuery:
             if self._sqlite is None:
                 self._sqlite = sqlite3.connect(self.url.database or "")
             return self._sqlite.execute(SQL.format("?"), (digest,)).fetchone() is not None
-        if self._pool is None:
-            import asyncpg
-
-            self._pool = await asyncpg.create_pool(
-                host=self.url.host,
-                port=self.url.port,
-                user=self.url.username,
-                password=self.url.password,
-                database=self.url.database,
-                min_size=0,
-                max_size=5,
-            )
-        return await self._pool.fetchrow(SQL.format("$1"), digest) is not None
+        pool = await self._postgres.pool()
+        return await pool.fetchrow(SQL.format("$1"), digest) is not None
 
 
 def _app(handler: Any) -> AsyncApp:

@@ -8,14 +8,14 @@ end
 if os.getenv("BENCH_AUTHORIZATION") ~= "" then
   wrk.headers["Authorization"] = os.getenv("BENCH_AUTHORIZATION")
 end
--- A second body, if given: requests alternate between the two, so each one changes
--- what the one before it set.
-local alternate = os.getenv("BENCH_BODY_ALT")
-if alternate ~= nil and alternate ~= "" then
-  local bodies, sent = { wrk.body, alternate }, 0
+-- A numbered body: "{n}" in it becomes a number of its own in every request (the
+-- start time, then a count), so that each request changes what the one before set.
+if os.getenv("BENCH_NUMBERED") == "1" then
+  local template, start, sent = wrk.body, tostring(os.time()), 0
   request = function()
     sent = sent + 1
-    return wrk.format(nil, nil, nil, bodies[sent % 2 + 1])
+    local body = template:gsub("{n}", start .. "-" .. sent)
+    return wrk.format(nil, nil, nil, body)
   end
 end
 

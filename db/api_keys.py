@@ -9,7 +9,9 @@ How concurrent changes to one key serialize: ``_locked`` reads the key ``FOR UPD
 ``BEGIN IMMEDIATE`` already serializes every write) and every change is computed
 from that locked, freshly read row. Two PATCHes, rotations or revocations of one key
 therefore run one after the other, each on the result of the one before, and the
-final record is exactly one request's result.
+final record is exactly one request's result. A PATCH that would change nothing
+(``changes_nothing``) may be answered from a plain read instead: it writes nothing, so
+it is as if it ran at that read.
 """
 
 from __future__ import annotations
@@ -134,6 +136,14 @@ def find(session: Session, scope: Scope, key_id: int) -> ApiKey:
     return key
 
 
+def check_changes(changes: dict[str, Any]) -> None:
+    """What ``update`` refuses whatever the key holds: checked before anything is read."""
+    unknown = set(changes) - EDITABLE_FIELDS
+    if unknown:
+        raise ValueError(f"not editable: {sorted(unknown)}")
+    _check_meta(changes.get("meta"))
+
+
 def changes_nothing(key: ApiKey, changes: dict[str, Any]) -> bool:
     """Would ``changes`` (as ``update`` takes them) leave ``key`` exactly as it is?
 
@@ -208,10 +218,7 @@ def update(
     """``changes`` holds only what the request sets; the policy judges what changes.
 
     Nothing is written when nothing would change (``changes_nothing``)."""
-    unknown = set(changes) - EDITABLE_FIELDS
-    if unknown:
-        raise ValueError(f"not editable: {sorted(unknown)}")
-    _check_meta(changes.get("meta"))
+    check_changes(changes)
     key = _locked(session, scope, key_id, with_permissions="permissions" in changes)
     if changes_nothing(key, changes):
         return key
@@ -234,8 +241,8 @@ def update(
     for field in ("description", "external_id", "meta", "enabled"):
         if field in changes and not _same(field, before[field], changes[field]):
             setattr(key, field, changes[field])
-    if "meta" in changes:  # the ORM compares JSON with ==, to which 1 and true are equal
-        flag_modified(key, "meta")
+    if "meta" in changes and not _same("meta", before["meta"], key.meta):
+        flag_modified(key, "meta")  # the ORM compares JSON with ==: to it, 1 and true are one
     key.updated_at = now
     session.flush()
     after = _snapshot(key, changes)

@@ -332,7 +332,8 @@ class PostgresLookups(_Rows):
         if pool is not None:
             await pool.close()
 
-    async def _pool(self) -> Any:
+    async def pool(self) -> Any:
+        """This event loop's pool, made on first use (``bench.floor`` borrows it too)."""
         import asyncpg
 
         loop = asyncio.get_running_loop()
@@ -380,7 +381,7 @@ class PostgresLookups(_Rows):
             raise Unavailable(UNAVAILABLE) from error
 
     async def _fetch_now(self, sql: str, *arguments: Any) -> list[Any]:
-        pool = await self._pool()
+        pool = await self.pool()
         return list(await pool.fetch(sql, *arguments))
 
     async def key(self, digests: Sequence[str]) -> Found | None:

@@ -8,8 +8,10 @@ only ``flush()``es.
 ``apart`` is the one other way to reach the database: a short transaction of its own,
 committed when its block ends whatever the request answers. It is for work that must
 not wait on the request's outcome (a login attempt is counted before the password is
-checked, and recorded although the answer is a 400) or that must not hold the
-request's connection (authentication, before the body is read).
+checked, and recorded although the answer is a 400), that must not hold the request's
+connection (authentication, before the body is read), or that must not take the
+request's locks (a key's PATCH reads the key first: one that changes nothing is
+answered from that read and never waits on a writer).
 """
 
 from __future__ import annotations

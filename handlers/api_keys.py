@@ -83,6 +83,7 @@ def change(actor: Actor, key_id: int, changes: dict[str, Any], *, by_admin: bool
     and two such PATCHes never wait on each other or on a writer. It is as if it ran at
     that read; any other PATCH locks the key and writes (``db.api_keys.update``)."""
     scope = actor.key_scope()
+    db.api_keys.check_changes(changes)
     with db.session.apart(writes=False) as reading:
         key = db.api_keys.find(reading, scope, key_id)
     if db.api_keys.changes_nothing(key, changes):

@@ -158,13 +158,15 @@ class Keyplane:
 def create_app(settings: Settings | None = None) -> Keyplane:
     """Both planes, as ``keyplane serve`` runs them."""
     service = Service.build(settings or Settings.from_env())
-    return Keyplane(service, data=_data_plane(service), control=_control_plane(service))
+    return Keyplane(
+        service, data=_data_plane(service, alone=False), control=_control_plane(service)
+    )
 
 
 def create_data_app(settings: Settings | None = None) -> Keyplane:
     """The data plane alone (``keyplane serve --plane data``)."""
     service = Service.build(settings or Settings.from_env())
-    return Keyplane(service, data=_data_plane(service), control=None)
+    return Keyplane(service, data=_data_plane(service, alone=True), control=None)
 
 
 def _control_plane(service: Service) -> ASGIApp:
@@ -192,15 +194,16 @@ def _control_plane(service: Service) -> ASGIApp:
     return Deadline(app, seconds=service.settings.request_timeout_seconds, timed_out=timed_out)
 
 
-def _data_plane(service: Service) -> ASGIApp:
-    # Connexion's middlewares but the Swagger UI's (the control plane serves the UI; here
-    # it would only try to match every request against its routes first).
+def _data_plane(service: Service, *, alone: bool) -> ASGIApp:
+    # Beside the control plane, which serves the spec and the UI, the data plane gets
+    # only its own paths: Connexion's Swagger UI middleware would only match each
+    # request against its routes first. Alone, it serves its spec (``/openapi.json``).
     app = AsyncApp(
         __name__,
         middlewares=[
             middleware
             for middleware in ConnexionMiddleware.default_middlewares
-            if middleware is not SwaggerUIMiddleware
+            if alone or middleware is not SwaggerUIMiddleware
         ],
     )
     app._middleware_app.api_cls = _AsyncApi
@@ -222,11 +225,12 @@ def _data_plane(service: Service) -> ASGIApp:
 class _DecoratedOnce(AsyncOperation):  # type: ignore[misc]
     """An operation wrapped in Connexion's decorators once, not on every request.
 
-    Connexion's ``AsyncOperation`` builds its decorator chain (inspecting the handler's
-    signature) and its URI parser (reading the operation's body definition) anew for
-    every request; its ``FlaskOperation`` builds them once. Neither holds anything of a
-    request, so once per operation is enough: verify's profile had them at about 10 %.
-    The request is built exactly as Connexion's ``ASGIDecorator`` builds it.
+    Connexion 3.3's ``AsyncOperation`` builds its decorator chain (inspecting the
+    handler's signature) and its URI parser (reading the operation's body definition)
+    anew for every request. Neither holds anything of a request (each part reads it from
+    the context when called), so once per operation is enough: verify's profile had them
+    at about 10 %. The request is built exactly as Connexion's ``ASGIDecorator`` builds
+    it; ``pyproject.toml`` holds Connexion to the minor version this mirrors.
     """
 
     _built: tuple[StarletteDecorator, Any, Callable[..., Any]] | None = None

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from db import crypto
+from db.engine import for_writing
 from db.models import ApiKey, Role
 
 SEED_002_FIELDS = {
@@ -352,8 +356,25 @@ class TestUpdate:
         assert _updates(client, auth) == [
             {"meta": {"from": body["meta"], "to": {"plan": "pro", "seats": True}}}
         ]
-        assert client.get(url, headers=auth).json()["meta"] == {"plan": "pro", "seats": True}
+        # Compared as JSON: to Python, 1 == True, and so the stored 1 would pass for true.
+        assert json.dumps(client.get(url, headers=auth).json()["meta"]) == (
+            '{"plan": "pro", "seats": true}'
+        )
         assert factory.stored_key(created["id"]).updated_at > before.updated_at
+
+    def test_200_a_patch_that_changes_nothing_does_not_wait_on_a_writer(
+        self, client, factory, admin, engine, key
+    ):
+        record, _ = key
+        url, auth = f"/v1/api-keys/{record.id}", factory.auth(admin)
+        # Another transaction holds the key's row lock (PostgreSQL) and the write lock
+        # (SQLite) while the PATCH runs: one that changed something would wait its 5 s
+        # for them and answer 503.
+        with Session(for_writing(engine)) as writer, writer.begin():
+            writer.execute(select(ApiKey).where(ApiKey.id == record.id).with_for_update())
+            response = client.patch(url, json={"description": "ci deploys"}, headers=auth)
+        assert response.status_code == 200
+        assert response.json()["description"] == "ci deploys"
 
     def test_422_for_an_unknown_permission_changes_nothing(self, client, factory, acme, admin):
         record, _ = factory.api_key(admin, acme, permissions=("readApplications",))

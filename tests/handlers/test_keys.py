@@ -222,7 +222,6 @@ def data_client(settings, engine):
 class TestDataPlaneAlone:
     """``keyplane serve --plane data``: verification and health, scaled apart."""
 
-
     def test_verify_and_health_answer_as_in_the_whole_app(self, data_client, client, key):
         record, full_key = key
         alone = _verify(data_client, full_key, ["readApplications"])
@@ -234,6 +233,11 @@ class TestDataPlaneAlone:
             422,
             {"detail": [{"loc": ["body", "key"], "msg": "Field required", "type": "missing"}]},
         )
+
+    def test_its_spec_holds_its_own_paths_only(self, data_client):
+        spec = data_client.get("/openapi.json")
+        assert spec.status_code == 200
+        assert sorted(spec.json()["paths"]) == ["/healthz", "/readyz", "/v1/keys/verify"]
 
     def test_management_paths_are_not_served_here(self, data_client, factory, admin):
         for method, path in (("GET", "/v1/api-keys"), ("GET", "/apikeys"), ("GET", "/ui/")):
