@@ -15,6 +15,7 @@ scaled apart from management. Handlers don't know which app serves them.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -28,6 +29,7 @@ from connexion import AsyncApp, FlaskApp
 from connexion import context as connexion_context
 from connexion.apps.asynchronous import AsyncApi, AsyncOperation
 from connexion.decorators import StarletteDecorator
+from connexion.jsonifier import Jsonifier
 from connexion.middleware import ConnexionMiddleware, MiddlewarePosition
 from connexion.middleware.swagger_ui import SwaggerUIMiddleware
 from connexion.options import SwaggerUIOptions
@@ -170,7 +172,9 @@ def create_data_app(settings: Settings | None = None) -> Keyplane:
 
 
 def _control_plane(service: Service) -> ASGIApp:
-    app = FlaskApp(__name__, specification_dir=SPEC_PATH.parent)
+    # JSON as the data plane writes it: compact, in the handler's order. Connexion's
+    # Flask default indents it, which takes Python's slow, pure-Python encoder.
+    app = FlaskApp(__name__, specification_dir=SPEC_PATH.parent, jsonifier=Jsonifier(json))
     # Exceptions from handlers reach Connexion's error handlers (one place shapes them)
     # instead of Flask's generic 500 page.
     app.app.config["PROPAGATE_EXCEPTIONS"] = True
