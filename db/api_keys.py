@@ -241,8 +241,8 @@ def update(
     for field in ("description", "external_id", "meta", "enabled"):
         if field in changes and not _same(field, before[field], changes[field]):
             setattr(key, field, changes[field])
-    if "meta" in changes and not _same("meta", before["meta"], key.meta):
-        flag_modified(key, "meta")  # the ORM compares JSON with ==: to it, 1 and true are one
+            if field == "meta":  # the ORM compares JSON with ==: to it, 1 and true are one
+                flag_modified(key, "meta")
     key.updated_at = now
     session.flush()
     after = _snapshot(key, changes)
