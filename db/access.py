@@ -12,13 +12,13 @@ from datetime import datetime
 import db.api_keys
 import db.audit
 from db import crypto
+from db.authority import INVALID_CREDENTIALS, Authority
 from db.errors import Forbidden, Unauthorized
 from db.lookups import Code, Lookups, judge
 from db.models import Role
 from db.usage import Usage
 
 NOT_AUTHENTICATED = "Not authenticated"
-INVALID_CREDENTIALS = "Could not validate credentials"
 KEYS_CANNOT_MANAGE_KEYS = "API keys cannot create, update, rotate or revoke API keys"
 
 
@@ -31,6 +31,10 @@ class Principal:
     key_account_id: int | None = None
     # A user's accounts and roles, oldest first, as read when the request began.
     memberships: tuple[tuple[int, Role], ...] = ()
+    token_generation: int | None = None  # a user token's ``gen`` claim
+
+    def authority(self) -> Authority:
+        return Authority(self.user_id, self.token_generation, self.key_id)
 
     @property
     def is_api_key(self) -> bool:
@@ -70,6 +74,9 @@ class Actor:
     @property
     def is_admin(self) -> bool:
         return self.role is Role.ADMIN
+
+    def authority(self) -> Authority:
+        return self.principal.authority().acting_in(self.account_id, self.role)
 
     def key_scope(self) -> db.api_keys.Scope:
         """Admins reach every key of the account; members their own."""
@@ -136,7 +143,9 @@ async def _principal(
     # A token from before the user's last password change is over.
     if user is None or not user.active or subject is None or subject[1] != user.token_generation:
         raise Unauthorized(INVALID_CREDENTIALS)
-    return Principal(user_id=user.user_id, memberships=user.memberships)
+    return Principal(
+        user_id=user.user_id, memberships=user.memberships, token_generation=subject[1]
+    )
 
 
 def resolve_actor(principal: Principal, account_header: str | None) -> Actor:

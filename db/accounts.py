@@ -8,9 +8,10 @@ from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 
 import db.api_keys
+import db.authority
 from db import audit, permissions, users
 from db.errors import Conflict, NotFound
-from db.models import Account, Membership, Role, User
+from db.models import Account, DisabledBy, Membership, Role, User
 
 MEMBER_NOT_FOUND = "User not found in this account"
 LAST_ADMIN = "An account keeps at least one admin: make another member admin first"
@@ -140,7 +141,7 @@ def remove_member(
         _keep_an_admin(session, account_id)
     session.delete(membership)
     session.flush()
-    disabled = db.api_keys.disable_owned(session, account_id, user_id, now)
+    disabled = db.api_keys.disable_owned(session, account_id, user_id, now, DisabledBy.REMOVAL)
     audit.record(
         session,
         account_id=account_id,
@@ -167,12 +168,16 @@ def other_accounts(session: Session, account_id: int, user_id: int) -> int:
 
 def _lock(session: Session, account_id: int) -> None:
     """Membership changes of one account, one at a time (PostgreSQL; SQLite's writer lock
-    serializes them already), so that two admins cannot both step down at once."""
+    serializes them already), so that two admins cannot both step down at once.
+
+    The caller's own standing is confirmed next, under that lock and before the change:
+    an admin stepping down or leaving is judged as the admin who asked."""
     # FOR NO KEY UPDATE: other membership changes wait; key and audit inserts, which
     # key-share the account row for their foreign key, do not.
     locked = select(Account.id).where(Account.id == account_id).with_for_update(key_share=True)
     if session.scalar(locked) is None:
         raise NotFound("Account not found")
+    db.authority.confirm(session)
 
 
 def _keep_an_admin(session: Session, account_id: int) -> None:
@@ -194,7 +199,7 @@ def set_user_active(session: Session, user: User, active: bool, *, now: datetime
     db.api_keys.lock_owned(session, None, user.id)
     disabled = 0
     if not active:
-        disabled = db.api_keys.disable_owned(session, None, user.id, now)
+        disabled = db.api_keys.disable_owned(session, None, user.id, now, DisabledBy.DEACTIVATION)
         user.token_generation += 1
     user.is_active = active
     session.flush()

@@ -33,7 +33,7 @@ import db.policies
 import db.users
 from db import crypto
 from db.errors import Conflict, Forbidden, InvalidInput, NotFound
-from db.models import ApiKey, ApiKeyPermission, KeyStatus
+from db.models import ApiKey, ApiKeyPermission, DisabledBy, KeyStatus
 from db.pages import Page, newest_first
 
 NOT_FOUND_MESSAGE = "API key not found"
@@ -45,7 +45,21 @@ _CANNOT_ROTATE = {
 EDITABLE = ("description", "expires_at", "permissions", "external_id", "meta", "enabled")
 EDITABLE_FIELDS = frozenset(EDITABLE)
 OWNER_GONE = "The key's owner is no longer an active member of this account"
+_ONLY_AN_ADMIN_TURNS_ON = {
+    DisabledBy.ADMIN: "An admin switched this key off: only an admin can switch it on",
+    DisabledBy.REMOVAL: "This key was switched off when its owner left the account:"
+    " only an admin can switch it on",
+    DisabledBy.DEACTIVATION: "This key was switched off when its owner was deactivated:"
+    " only an admin can switch it on",
+}
 MAX_META_BYTES = 4096
+
+
+class _Unset:
+    """An argument not given (``None`` means something: no expiry)."""
+
+
+UNSET = _Unset()
 
 
 @dataclass(frozen=True)
@@ -107,6 +121,7 @@ def issue(
         external_id=external_id,
         meta=meta,
         enabled=enabled,
+        disabled_by=None if enabled else DisabledBy.OWNER,
         created_at=now,
         updated_at=now,
     )
@@ -217,40 +232,72 @@ def update(
 ) -> ApiKey:
     """``changes`` holds only what the request sets; the policy judges what changes.
 
-    Nothing is written when nothing would change (``changes_nothing``)."""
+    Nothing is written when nothing would change (``changes_nothing``). A key that
+    changes ends within the account's policy (``_within_policy``), unless the change
+    only switches it off: turning a key off never widens what it can do.
+    """
     check_changes(changes)
     key = _locked(session, scope, key_id, with_permissions="permissions" in changes)
     if changes_nothing(key, changes):
         return key
     before = _snapshot(key, changes)
-    if "expires_at" in changes and changes["expires_at"] != key.expires_at:
-        wanted = changes["expires_at"]
-        if not by_admin:
-            db.policies.check_member_expiry(
-                key.expires_at, wanted, set_by_admin=key.expiry_set_by_admin
-            )
-        db.policies.of(session, key.account_id).check_expiry(wanted, now)
-        key.expires_at = wanted
-        if by_admin:
-            key.expiry_set_by_admin = wanted is not None
-    if "permissions" in changes:
-        _grant_exactly(session, key, changes["permissions"], by_admin=by_admin)
-    turning_on = changes.get("enabled") is True and not key.enabled
-    if turning_on and not db.users.is_active_member(session, key.account_id, key.user_id):
-        raise Conflict(OWNER_GONE)
-    for field in ("description", "external_id", "meta", "enabled"):
-        if field in changes and not _same(field, before[field], changes[field]):
+    changing = {field for field in changes if not _same(field, before[field], changes[field])}
+    policy = db.policies.of(session, key.account_id)
+    if "expires_at" in changing:
+        _set_expiry(key, changes["expires_at"], by_admin=by_admin)
+    if "permissions" in changing:
+        _grant_exactly(session, key, changes["permissions"], policy, by_admin=by_admin)
+    if "enabled" in changing:
+        _switch(session, key, changes["enabled"], actor, by_admin=by_admin)
+    for field in ("description", "external_id", "meta"):
+        if field in changing:
             setattr(key, field, changes[field])
             if field == "meta":  # the ORM compares JSON with ==: to it, 1 and true are one
                 flag_modified(key, "meta")
+    if changing != {"enabled"} or key.enabled:
+        _within_policy(policy, key, now)
     key.updated_at = now
     session.flush()
     after = _snapshot(key, changes)
-    diff = {
-        f: {"from": before[f], "to": after[f]} for f in after if not _same(f, before[f], after[f])
-    }
+    diff = {f: {"from": before[f], "to": after[f]} for f in sorted(changing, key=EDITABLE.index)}
     _audit(session, key, actor, "key.updated", now, diff)
     return key
+
+
+def _set_expiry(key: ApiKey, wanted: datetime | None, *, by_admin: bool) -> None:
+    """A member may bring an admin's expiry forward only; the policy is judged after."""
+    if not by_admin:
+        db.policies.check_member_expiry(
+            key.expires_at, wanted, set_by_admin=key.expiry_set_by_admin
+        )
+    key.expires_at = wanted
+    if by_admin:
+        key.expiry_set_by_admin = wanted is not None
+
+
+def _switch(
+    session: Session, key: ApiKey, on: bool, actor: db.audit.Actor, *, by_admin: bool
+) -> None:
+    """Off: remember who switched it off. On: only an admin, unless the owner switched
+    it off themselves, and never while the owner is not an active member."""
+    if not on:
+        key.enabled = False
+        by_owner = actor == db.audit.Actor.user(key.user_id)
+        key.disabled_by = DisabledBy.OWNER if by_owner else DisabledBy.ADMIN
+        return
+    if not by_admin and key.disabled_by in _ONLY_AN_ADMIN_TURNS_ON:
+        raise Forbidden(_ONLY_AN_ADMIN_TURNS_ON[key.disabled_by])
+    if not db.users.is_active_member(session, key.account_id, key.user_id):
+        raise Conflict(OWNER_GONE)
+    key.enabled = True
+    key.disabled_by = None
+
+
+def _within_policy(policy: db.policies.Policy, key: ApiKey, now: datetime) -> None:
+    """Every path that changes a key or issues it a secret leaves it within the policy:
+    a key made before a stricter policy is brought into it by the same request, or
+    the request is refused (403)."""
+    policy.check_expiry(key.expires_at, now)
 
 
 def revoke(
@@ -276,17 +323,26 @@ def rotate(
     grace: timedelta,
     actor: db.audit.Actor,
     now: datetime,
+    expires_at: datetime | _Unset | None = UNSET,
+    by_admin: bool = False,
 ) -> tuple[ApiKey, str]:
     """A new secret for the same record; the old one verifies until ``now + grace``.
 
     A second rotation cuts the secret before the old one at once: at most two secrets
     verify at any time. A revoked or expired key is refused (409): it cannot verify
-    again, so a new secret for it would be a key that never works.
+    again, so a new secret for it would be a key that never works. The key must end
+    within the account's policy: ``expires_at`` sets a new expiry with the new secret
+    (as a PATCH would), and a key without one that the policy requires is refused.
     """
     key = _locked(session, scope, key_id)
     status = key.status_at(now)
     if status in _CANNOT_ROTATE:  # a disabled key may be rotated: it can be enabled again
         raise Conflict(_CANNOT_ROTATE[status])
+    changes: dict[str, Any] = {}
+    if not isinstance(expires_at, _Unset) and expires_at != key.expires_at:
+        changes["expires_at"] = {"from": key.expires_at, "to": expires_at}
+        _set_expiry(key, expires_at, by_admin=by_admin)
+    _within_policy(db.policies.of(session, key.account_id), key, now)
     full_key = crypto.generate_api_key()
     if grace > timedelta(0):
         key.previous_key_digest, key.previous_key_expires_at = key.key_digest, now + grace
@@ -296,7 +352,7 @@ def rotate(
     key.key_prefix = crypto.display_prefix(full_key)
     key.updated_at = now
     session.flush()
-    changes = {
+    changes |= {
         "key_prefix": key.key_prefix,
         "previous_secret_valid_until": key.previous_key_expires_at,
     }
@@ -305,13 +361,16 @@ def rotate(
 
 
 def _grant_exactly(
-    session: Session, key: ApiKey, permission_ids: list[str], *, by_admin: bool
+    session: Session,
+    key: ApiKey,
+    permission_ids: list[str],
+    policy: db.policies.Policy,
+    *,
+    by_admin: bool,
 ) -> None:
     wanted = set(db.permissions.require_known(session, key.account_id, permission_ids))
     if not by_admin:  # a member may keep what an admin granted, and add what members may
-        db.policies.of(session, key.account_id).check_member_grants(
-            sorted(wanted - set(key.permissions))
-        )
+        policy.check_member_grants(sorted(wanted - set(key.permissions)))
     key.permission_links = [link for link in key.permission_links if link.permission_id in wanted]
     held = set(key.permissions)
     key.permission_links += [
@@ -340,15 +399,27 @@ def lock_owned(session: Session, account_id: int | None, user_id: int) -> None:
     session.scalars(select(ApiKey.id).where(_owned(account_id, user_id)).with_for_update()).all()
 
 
-def disable_owned(session: Session, account_id: int | None, user_id: int, now: datetime) -> int:
-    """Switch off every enabled key of ``user_id`` (in one account, or all): how many."""
+def disable_owned(
+    session: Session, account_id: int | None, user_id: int, now: datetime, reason: DisabledBy
+) -> int:
+    """Switch off every enabled key of ``user_id`` (in one account, or all): how many.
+
+    A key its owner had switched off themselves is now off for ``reason`` too, so that
+    coming back does not let the owner turn it on again.
+    """
     switched = session.scalars(
         update_statement(ApiKey)
         .where(_owned(account_id, user_id), ApiKey.enabled.is_(True))
-        .values(enabled=False, updated_at=now)
+        .values(enabled=False, disabled_by=reason, updated_at=now)
         .returning(ApiKey.id)
     )
-    return len(switched.all())
+    count = len(switched.all())
+    session.execute(
+        update_statement(ApiKey)
+        .where(_owned(account_id, user_id), ApiKey.disabled_by == DisabledBy.OWNER)
+        .values(disabled_by=reason)
+    )
+    return count
 
 
 def _owned(account_id: int | None, user_id: int) -> ColumnElement[bool]:

@@ -54,6 +54,13 @@ class UTCDateTime(TypeDecorator[datetime]):
 BigId = BigInteger().with_variant(Integer, "sqlite")
 
 
+def _text_enum(values: type[enum.StrEnum]) -> Enum:
+    """An enum stored as its values' text (VARCHAR(20)), on every database alike."""
+    return Enum(
+        values, native_enum=False, length=20, values_callable=lambda e: [m.value for m in e]
+    )
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(
         naming_convention={
@@ -107,9 +114,7 @@ class Membership(Base):
     user_id: Mapped[int] = mapped_column(
         ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True
     )
-    role: Mapped[Role] = mapped_column(
-        Enum(Role, native_enum=False, length=20, values_callable=lambda e: [m.value for m in e])
-    )
+    role: Mapped[Role] = mapped_column(_text_enum(Role))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -118,6 +123,20 @@ class KeyStatus(enum.StrEnum):
     REVOKED = "revoked"
     EXPIRED = "expired"
     DISABLED = "disabled"  # switched off, or its owner left the account; reversible
+
+
+class DisabledBy(enum.StrEnum):
+    """Why a key is switched off, which says who may switch it on again.
+
+    Only an admin turns on a key an admin switched off, or one switched off when its
+    owner left the account or was deactivated; the owner may turn on what they
+    switched off themselves.
+    """
+
+    OWNER = "owner"
+    ADMIN = "admin"
+    REMOVAL = "removal"
+    DEACTIVATION = "deactivation"
 
 
 class ApiKey(Base):
@@ -150,6 +169,7 @@ class ApiKey(Base):
     # A reversible switch. Removing the owner from the account turns it off, for good
     # unless someone turns it on again.
     enabled: Mapped[bool] = mapped_column(default=True, server_default=true())
+    disabled_by: Mapped[DisabledBy | None] = mapped_column(_text_enum(DisabledBy))
     # An admin set ``expires_at``: a member may then bring it forward, never later or off.
     expiry_set_by_admin: Mapped[bool] = mapped_column(default=False, server_default=false())
     permission_links: Mapped[list[ApiKeyPermission]] = relationship(

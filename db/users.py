@@ -9,6 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 import db.audit
+import db.authority
 from db.errors import Conflict, NotFound
 from db.models import Membership, User
 
@@ -66,10 +67,12 @@ def set_password(
 
     ``replacing``: the hash the caller checked the current password against. If the
     password changed meanwhile, nothing is written (409): one of two concurrent changes
-    wins, and the loser learns it.
+    wins, and the loser learns it. Such a change is the caller's own: their standing is
+    confirmed first, with their row locked for the update.
     """
     condition = User.id == user_id
     if replacing is not None:
+        db.authority.confirm(session, own_row_for_update=True)
         condition = condition & (User.password_hash == replacing)
     generation = session.scalar(
         update(User)

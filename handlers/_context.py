@@ -15,6 +15,8 @@ from typing import Any
 import connexion
 from connexion.context import context
 
+import db.authority
+import db.session
 from db import crypto
 from db.access import Actor, Principal, resolve_actor
 from db.lookups import Lookups
@@ -84,8 +86,16 @@ def current_principal() -> Principal:
     return principal
 
 
+def claimed_principal() -> Principal | None:
+    """The authenticated caller, if the operation has one (sign-in and verify do not)."""
+    token_info = context.get("token_info")
+    return None if token_info is None else token_info.get("principal")
+
+
 def current_actor() -> Actor:
-    """The caller in the account the request acts in."""
+    """The caller in the account the request acts in. Whatever the request then writes
+    rests on that standing, confirmed again before it commits (``db.authority``)."""
     actor = resolve_actor(current_principal(), connexion.request.headers.get("x-account-id"))
     note(account_id=actor.account_id)
+    db.authority.claim(db.session.current(), actor.authority())
     return actor

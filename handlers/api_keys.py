@@ -119,6 +119,12 @@ def rotate(item_id: int, body: dict[str, Any]) -> dict[str, Any]:
         grace=timedelta(seconds=body.get("grace_period_seconds", 0)),
         actor=actor.audit_actor,
         now=current.now(),
+        expires_at=(
+            parse_rfc3339(body["expires_at"], ["body", "expires_at"])
+            if "expires_at" in body
+            else db.api_keys.UNSET
+        ),
+        by_admin=actor.is_admin,
     )
     return detail(key, full_key=full_key)
 
@@ -146,4 +152,5 @@ def detail(key: ApiKey, *, full_key: str | None = None) -> dict[str, Any]:
         "external_id": key.external_id,
         "meta": key.meta,
         "enabled": key.enabled,
+        "disabled_by": None if key.disabled_by is None else key.disabled_by.value,
     }

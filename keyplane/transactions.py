@@ -8,6 +8,11 @@ change being committed; if the commit fails, the client gets the error instead. 
 request that writes (any method but GET/HEAD) takes SQLite's write lock when its
 transaction begins (``db.engine.for_writing``).
 
+Before a request that wrote commits, ``db.authority.confirm`` re-reads, under share
+locks, that its caller may still do it (their body may have arrived seconds after
+their headers were authenticated): if not, it commits nothing and answers 401/403 as a
+fresh request would, ahead of whatever refusal the handler itself reached.
+
 A request that ran out of time (``keyplane.deadline``) is rolled back, never
 committed later. ``db.session.apart`` is the one named way to write outside it.
 """
@@ -23,9 +28,12 @@ import connexion
 from connexion.lifecycle import ConnexionResponse
 from connexion.resolver import RelativeResolver
 from flask import Response as FlaskResponse
+from sqlalchemy.orm import Session
 
+import db.authority
 import db.session
-from db.errors import Unavailable
+from db.errors import KeyplaneError, Unavailable
+from handlers._context import claimed_principal
 from keyplane import deadline
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -46,12 +54,22 @@ def unit_of_work(handler: Callable[..., Any]) -> Callable[..., Any]:
     def run(*args: Any, **kwargs: Any) -> Any:
         writes = connexion.request.method not in READ_METHODS
         session = db.session.new(writes=writes)
+        principal = claimed_principal()
+        if principal is not None:
+            db.authority.claim(session, principal.authority())
         token = db.session.bind(session)
         try:
-            result = handler(*args, **kwargs)
+            try:
+                result = handler(*args, **kwargs)
+            except KeyplaneError:
+                # A caller who may no longer ask hears that, not how the asking went.
+                _confirm_if_written(session, writes)
+                raise
             if _status(result) >= 400:
                 session.rollback()
-            elif deadline.claim_commit():
+                return result
+            _confirm_if_written(session, writes)
+            if deadline.claim_commit():
                 session.commit()
             else:
                 session.rollback()
@@ -65,6 +83,12 @@ def unit_of_work(handler: Callable[..., Any]) -> Callable[..., Any]:
             db.session.unbind(token)
 
     return run
+
+
+def _confirm_if_written(session: Session, writes: bool) -> None:
+    """Only a writing request whose transaction began has anything to commit."""
+    if writes and session.in_transaction():
+        db.authority.confirm(session)
 
 
 def _status(result: Any) -> int:

@@ -65,8 +65,23 @@ class Factory:
                 session, account.id, user.id, role, actor=db.audit.OPERATOR, now=_now()
             )
 
+    def set_active(self, user: User, active: bool) -> None:
+        """The operator's switch (``keyplane users deactivate`` / ``activate``)."""
+        with self.sessions() as session, session.begin():
+            stored = session.get(User, user.id)
+            assert stored is not None
+            db.accounts.set_user_active(session, stored, active, now=_now())
+
     def token(self, user: User) -> str:
+        """A token of the user's first generation (before any password change)."""
         return self.secrets.issue_user_token(user.id, timedelta(hours=1))
+
+    def fresh_auth(self, user: User) -> dict[str, str]:
+        """A token as signing in now would give: of the user's current generation."""
+        with self.sessions() as session:
+            generation = session.scalar(select(User.token_generation).where(User.id == user.id))
+        token = self.secrets.issue_user_token(user.id, timedelta(hours=1), generation=generation)
+        return {"Authorization": f"Bearer {token}"}
 
     def auth(self, user: User) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token(user)}"}

@@ -23,7 +23,14 @@ SEED_002_FIELDS = {
     "description",
     "full_key",
 }
-DETAIL_FIELDS = SEED_002_FIELDS | {"permissions", "last_used_at", "external_id", "meta", "enabled"}
+DETAIL_FIELDS = SEED_002_FIELDS | {
+    "permissions",
+    "last_used_at",
+    "external_id",
+    "meta",
+    "enabled",
+    "disabled_by",
+}
 
 
 @pytest.fixture
@@ -61,6 +68,7 @@ class TestCreate:
             "external_id": None,
             "meta": None,
             "enabled": True,
+            "disabled_by": None,
         }
         stored = factory.stored_key(body["id"])
         assert stored.key_digest == factory.secrets.api_key_digest(body["full_key"])
@@ -756,3 +764,217 @@ class TestCustomerFields:
         assert (
             client.post("/v1/api-keys", json={"meta": exactly}, headers=factory.auth(admin))
         ).status_code == 201
+
+
+class TestWhoSwitchesAKeyOn:
+    """A key remembers why it is off (``disabled_by``); a member turns on only a key they
+    switched off themselves, an admin any key whose owner is still in the account."""
+
+    @pytest.fixture
+    def members_key(self, client, factory, member):
+        made = client.post("/v1/api-keys", json={}, headers=factory.auth(member))
+        assert made.status_code == 201
+        return made.json()
+
+    def _switch(self, client, factory, user, key, on: bool):
+        return client.patch(
+            f"/v1/api-keys/{key['id']}", json={"enabled": on}, headers=factory.auth(user)
+        )
+
+    def _verify(self, client, key) -> str:
+        return str(client.post("/v1/keys/verify", json={"key": key["full_key"]}).json()["code"])
+
+    def _shown(self, client, factory, user, key) -> tuple[str, str | None]:
+        got = client.get(f"/v1/api-keys/{key['id']}", headers=factory.auth(user)).json()
+        return got["status"], got["disabled_by"]
+
+    def test_200_the_owner_switches_their_own_key_off_and_on(
+        self, client, factory, member, members_key
+    ):
+        off = self._switch(client, factory, member, members_key, False)
+        assert off.status_code == 200
+        assert self._shown(client, factory, member, members_key) == ("disabled", "owner")
+        on = self._switch(client, factory, member, members_key, True)
+        assert on.status_code == 200
+        assert self._shown(client, factory, member, members_key) == ("active", None)
+        assert self._verify(client, members_key) == "VALID"
+
+    def test_403_for_a_member_turning_on_what_an_admin_switched_off(
+        self, client, factory, admin, member, members_key
+    ):
+        assert self._switch(client, factory, admin, members_key, False).status_code == 200
+        assert self._shown(client, factory, member, members_key) == ("disabled", "admin")
+        refused = self._switch(client, factory, member, members_key, True)
+        assert refused.status_code == 403
+        assert "only an admin" in refused.json()["detail"]
+        assert self._verify(client, members_key) == "DISABLED"
+        stored = factory.stored_key(members_key["id"])
+        assert (stored.enabled, stored.disabled_by) == (False, "admin")
+        assert self._switch(client, factory, admin, members_key, True).status_code == 200
+        assert self._shown(client, factory, member, members_key) == ("active", None)
+        assert self._verify(client, members_key) == "VALID"
+
+    def test_403_for_a_member_removed_and_added_again(
+        self, client, factory, acme, admin, member, members_key
+    ):
+        # Even a key the member had switched off themselves is off for the removal now.
+        self._switch(client, factory, member, members_key, False)
+        removed = client.delete(f"/v1/users/{member.id}", headers=factory.auth(admin))
+        assert removed.status_code == 204
+        factory.join(member, acme)
+        assert self._shown(client, factory, member, members_key) == ("disabled", "removal")
+        refused = self._switch(client, factory, member, members_key, True)
+        assert refused.status_code == 403
+        assert self._verify(client, members_key) == "DISABLED"
+        assert self._switch(client, factory, admin, members_key, True).status_code == 200
+        assert self._verify(client, members_key) == "VALID"
+
+    def test_403_for_a_member_deactivated_and_activated_again(
+        self, client, factory, admin, member, members_key
+    ):
+        factory.set_active(member, False)
+        factory.set_active(member, True)
+        refused = client.patch(
+            f"/v1/api-keys/{members_key['id']}",
+            json={"enabled": True},
+            headers=factory.fresh_auth(member),
+        )
+        assert refused.status_code == 403
+        assert factory.stored_key(members_key["id"]).disabled_by == "deactivation"
+        assert self._verify(client, members_key) == "DISABLED"
+        assert self._switch(client, factory, admin, members_key, True).status_code == 200
+
+    def test_409_for_an_admin_while_the_owner_is_gone(
+        self, client, factory, admin, member, members_key
+    ):
+        client.delete(f"/v1/users/{member.id}", headers=factory.auth(admin))
+        conflict = self._switch(client, factory, admin, members_key, True)
+        assert conflict.status_code == 409
+        assert self._verify(client, members_key) == "DISABLED"
+
+    def test_the_console_keeps_the_switch_and_its_reason(
+        self, client, factory, admin, member, members_key
+    ):
+        self._switch(client, factory, admin, members_key, False)
+        changed = client.patch(
+            f"/apikeys/{members_key['id']}",
+            json={"description": "renamed in the console", "flatPermissionsList": []},
+            headers=factory.auth(admin),
+        )
+        assert changed.status_code == 200
+        console = client.get(f"/apikeys/{members_key['id']}", headers=factory.auth(admin))
+        assert console.json()["status"] == "disabled"
+        stored = factory.stored_key(members_key["id"])
+        assert (stored.enabled, stored.disabled_by, stored.description) == (
+            False,
+            "admin",
+            "renamed in the console",
+        )
+        assert self._switch(client, factory, member, members_key, True).status_code == 403
+
+
+class TestThePolicyBindsEveryChange:
+    """A key made before a stricter policy is brought into it by its next change, or the
+    change is refused: a PATCH, the console's PATCH and a rotation alike."""
+
+    @pytest.fixture
+    def old_key(self, client, factory, admin):
+        made = client.post("/v1/api-keys", json={"description": "old"}, headers=factory.auth(admin))
+        assert made.status_code == 201 and made.json()["expires_at"] is None
+        policy = {"expiry_required": True, "max_key_lifetime_seconds": 86400 * 30}
+        assert (
+            client.put("/v1/account/policy", json=policy, headers=factory.auth(admin)).status_code
+            == 200
+        )
+        return made.json()
+
+    def _in_a_week(self) -> str:
+        return (datetime.now(UTC) + timedelta(days=7)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def test_403_for_a_patch_that_leaves_the_key_without_an_expiry(
+        self, client, factory, admin, old_key
+    ):
+        for body in ({"permissions": ["readApplications"]}, {"description": "new"}):
+            refused = client.patch(
+                f"/v1/api-keys/{old_key['id']}", json=body, headers=factory.auth(admin)
+            )
+            assert refused.status_code == 403
+            assert "expire" in refused.json()["detail"]
+        stored = factory.stored_key(old_key["id"])
+        assert (stored.description, stored.permissions, stored.expires_at) == ("old", [], None)
+
+    def test_200_for_a_patch_that_brings_the_key_into_the_policy(
+        self, client, factory, admin, old_key
+    ):
+        expiry = self._in_a_week()
+        body = {"permissions": ["readApplications"], "expires_at": expiry}
+        changed = client.patch(
+            f"/v1/api-keys/{old_key['id']}", json=body, headers=factory.auth(admin)
+        )
+        assert (changed.status_code, changed.json()["expires_at"]) == (200, expiry)
+        assert factory.stored_key(old_key["id"]).permissions == ["readApplications"]
+
+    def test_200_for_switching_it_off_which_never_widens_it(self, client, factory, admin, old_key):
+        off = client.patch(
+            f"/v1/api-keys/{old_key['id']}", json={"enabled": False}, headers=factory.auth(admin)
+        )
+        assert (off.status_code, off.json()["status"]) == (200, "disabled")
+        on = client.patch(
+            f"/v1/api-keys/{old_key['id']}", json={"enabled": True}, headers=factory.auth(admin)
+        )
+        assert on.status_code == 403
+
+    def test_403_on_the_console_unless_the_patch_sets_an_expiry(
+        self, client, factory, admin, old_key
+    ):
+        body = {"description": "console", "flatPermissionsList": []}
+        refused = client.patch(f"/apikeys/{old_key['id']}", json=body, headers=factory.auth(admin))
+        assert refused.status_code == 403
+        assert set(refused.json()) == {"error"}
+        fixed = client.patch(
+            f"/apikeys/{old_key['id']}",
+            json=body | {"expiresAt": self._in_a_week()},
+            headers=factory.auth(admin),
+        )
+        assert fixed.status_code == 200
+        assert factory.stored_key(old_key["id"]).description == "console"
+
+    def test_403_for_a_rotation_that_would_leave_the_key_without_an_expiry(
+        self, client, factory, admin, old_key
+    ):
+        refused = client.post(
+            f"/v1/api-keys/{old_key['id']}/rotate", json={}, headers=factory.auth(admin)
+        )
+        assert refused.status_code == 403
+        assert "expire" in refused.json()["detail"]
+        assert factory.stored_key(old_key["id"]).key_prefix == old_key["key_prefix"]
+        verdict = client.post("/v1/keys/verify", json={"key": old_key["full_key"]}).json()
+        assert verdict["code"] == "VALID"  # the old secret, untouched
+
+    def test_200_for_a_rotation_that_gives_the_new_secret_an_expiry(
+        self, client, factory, admin, old_key
+    ):
+        expiry = self._in_a_week()
+        rotated = client.post(
+            f"/v1/api-keys/{old_key['id']}/rotate",
+            json={"expires_at": expiry},
+            headers=factory.auth(admin),
+        )
+        assert rotated.status_code == 200
+        assert rotated.json()["expires_at"] == expiry
+        verdict = client.post("/v1/keys/verify", json={"key": rotated.json()["full_key"]}).json()
+        assert (verdict["code"], verdict["expires_at"]) == ("VALID", expiry)
+        events = client.get(
+            "/v1/audit-events", params={"action": "key.rotated"}, headers=factory.auth(admin)
+        ).json()["items"]
+        assert events[0]["changes"]["expires_at"] == {"from": None, "to": expiry}
+
+    def test_403_for_a_rotation_past_the_longest_lifetime(self, client, factory, admin, old_key):
+        too_late = (datetime.now(UTC) + timedelta(days=60)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        refused = client.post(
+            f"/v1/api-keys/{old_key['id']}/rotate",
+            json={"expires_at": too_late},
+            headers=factory.auth(admin),
+        )
+        assert refused.status_code == 403
+        assert factory.stored_key(old_key["id"]).expires_at is None
