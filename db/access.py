@@ -110,6 +110,8 @@ async def authenticate(
     """Every credential present must be valid (401 otherwise); an API key wins over a user."""
     credentials: list[str] = []
     if api_key is not None:
+        if not api_key.startswith(crypto.API_KEY_PREFIX):
+            raise Unauthorized(INVALID_CREDENTIALS)  # X-API-Key carries API keys only
         credentials.append(api_key)
     if authorization is not None:
         scheme, _, value = authorization.partition(" ")

@@ -11,7 +11,7 @@ from handlers._context import current_actor, runtime
 
 
 def get_policy() -> dict[str, Any]:
-    actor = current_actor()
+    actor = current_actor().require_user("API keys cannot read the account's policy")
     return _shape(db.policies.of(db.session.current(), actor.account_id))
 
 

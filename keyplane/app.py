@@ -47,7 +47,7 @@ from db.usage import Usage
 from handlers._context import Runtime
 from keyplane.background import Flusher
 from keyplane.deadline import Deadline
-from keyplane.guards import Guards
+from keyplane.guards import DocsPages, Guards
 from keyplane.middleware import RequestScope
 from keyplane.problems import Problems, error_response, timed_out
 from keyplane.requestlog import RequestLog
@@ -118,7 +118,7 @@ class Keyplane:
         self._control = control
         settings = service.settings
         guarded = Guards(
-            self._dispatch,
+            DocsPages(self._dispatch),
             max_body_bytes=settings.max_body_bytes,
             body_timeout_seconds=settings.body_timeout_seconds,
             shape=error_response,

@@ -10,6 +10,10 @@
   to case (RFC 9110 §8.3.1), and JSON is UTF-8 or nothing (RFC 8259 §8.1).
 * Every answer says ``X-Content-Type-Options: nosniff``; every API answer says
   ``Cache-Control: no-store`` (some carry secrets: a full key, a token).
+* Swagger UI's pages (``/ui``) say ``X-Frame-Options: DENY`` and carry a
+  ``Content-Security-Policy`` that allows the page's own files, its own inline
+  scripts (by their SHA-256, read from the page as served) and requests to this
+  origin only (``DocsPages``).
 
 Errors are raised as types (``db.errors``) where Connexion's error handlers shape them
 per surface; before Connexion is reached, they are shaped here the same way.
@@ -18,6 +22,9 @@ per surface; before Connexion is reached, they are shaped here the same way.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import re
 import time
 from collections.abc import Callable
 
@@ -37,6 +44,7 @@ MAX_URL_BYTES = 2048
 
 # Paths whose answers may be cached: the spec and Swagger UI's static files.
 _CACHEABLE = ("/openapi.json", "/ui")
+DOCS_PAGES = "/ui"
 # After these, the rest of the request (an unread body) could be taken for the next
 # one: the connection ends with the answer.
 _CLOSE_AFTER = {408, 413}
@@ -164,6 +172,65 @@ class Guards:
         ]
         await send({"type": "http.response.start", "status": error.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+class DocsPages:
+    """Swagger UI's answers, framed by no one and allowed no script but their own.
+
+    The policy is built from the HTML page itself: each inline ``<script>`` is allowed
+    by the SHA-256 of exactly what is served, so nothing injected into a page could
+    run. Styles may be inline (Swagger UI sets them on its elements); images may be
+    ``data:`` URLs (its icons). Requests go to this origin only ("Try it out").
+    """
+
+    _INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.DOTALL)
+    _POLICY = (
+        "default-src 'none'; script-src 'self'{hashes}; style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    )
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(DOCS_PAGES):
+            await self.app(scope, receive, send)
+            return
+        start: Message | None = None
+        chunks: list[bytes] = []
+
+        async def send_with_policy(message: Message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers["X-Frame-Options"] = "DENY"
+                if not headers.get("content-type", "").startswith("text/html"):
+                    headers["Content-Security-Policy"] = self._POLICY.format(hashes="")
+                    await send(message)
+                    return
+                start = message  # held until the page is whole: its scripts are hashed
+                return
+            if start is None or message["type"] != "http.response.body":
+                await send(message)
+                return
+            chunks.append(message.get("body", b""))
+            if message.get("more_body", False):
+                return
+            page = b"".join(chunks)
+            MutableHeaders(scope=start)["Content-Security-Policy"] = self._POLICY.format(
+                hashes="".join(
+                    f" '{_sha256(script)}'" for script in self._INLINE_SCRIPT.findall(page)
+                )
+            )
+            await send(start)
+            await send({"type": "http.response.body", "body": page})
+
+        await self.app(scope, receive, send_with_policy)
+
+
+def _sha256(content: bytes) -> str:
+    return "sha256-" + base64.b64encode(hashlib.sha256(content).digest()).decode()
 
 
 def _charset(parameters: str) -> str | None:

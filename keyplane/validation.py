@@ -9,13 +9,18 @@ Validation is linear in the size of its input and bounded: a list longer than it
 answer lists at most ``MAX_ERRORS`` errors, and each schema's validator is built once.
 A JSON body is refused (422, ``json_invalid`` and friends) when it has a duplicate key,
 a string with a lone surrogate or a NUL character (no database can store either),
-or nesting deeper than ``MAX_DEPTH``.
+nesting deeper than ``MAX_DEPTH``, a number that is not finite (``NaN``, ``Infinity``,
+``-Infinity``, or one too large for a double, such as ``1e400``: JSON has no such
+values, and answers holding them would not be JSON), or an integer outside int64 (no
+id or count goes past it; such an integer is refused from its digits, before Python
+converts them, however many there are).
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import math
 import re
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -34,6 +39,8 @@ from starlette.types import Receive, Scope
 Detail = dict[str, Any]
 MAX_ERRORS = 50
 MAX_DEPTH = 32
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+_INT64_DIGITS = len(str(INT64_MAX))
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -254,14 +261,56 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
+class _Refused:
+    """A number that JSON cannot carry faithfully, left in its place in the parsed body
+    so that the error can say where it was."""
+
+    def __init__(self, message: str, error_type: str) -> None:
+        self.detail = (message, error_type)
+
+
+_NOT_FINITE = _Refused("Input should be a finite number", "finite_number")
+_NOT_INT64 = _Refused(
+    f"Integers should lie within int64 ({INT64_MIN} to {INT64_MAX})", "int_parsing_size"
+)
+
+
 def parse_json(raw: bytes) -> Any:
     """A JSON body (UTF-8: ``keyplane.guards`` refuses other charsets), or RequestInvalid."""
 
     def invalid(message: str, loc: list[str | int], error_type: str = "json_invalid") -> Any:
         return RequestInvalid([detail(loc, message, error_type)])
 
+    refused: list[_Refused] = []
+
+    def constant(_: str) -> _Refused:  # NaN, Infinity, -Infinity
+        refused.append(_NOT_FINITE)
+        return _NOT_FINITE
+
+    def floating(text: str) -> float | _Refused:
+        value = float(text)
+        if math.isfinite(value):
+            return value
+        refused.append(_NOT_FINITE)
+        return _NOT_FINITE
+
+    def integer(text: str) -> int | _Refused:
+        # By its digits first: Python refuses to convert more than 4,300 of them.
+        if len(text) - text.startswith("-") <= _INT64_DIGITS:
+            value = int(text)
+            if INT64_MIN <= value <= INT64_MAX:
+                return value
+        refused.append(_NOT_INT64)
+        return _NOT_INT64
+
     try:
-        body = json.loads(raw.decode("utf-8"), object_pairs_hook=_object)
+        body = json.loads(
+            raw.decode("utf-8"),
+            object_pairs_hook=_object,
+            parse_constant=constant,
+            parse_float=floating,
+            parse_int=integer,
+        )
     except UnicodeDecodeError:
         raise invalid("Body is not valid UTF-8", ["body"]) from None
     except json.JSONDecodeError as error:
@@ -272,7 +321,7 @@ def parse_json(raw: bytes) -> Any:
         raise invalid("JSON object has a duplicate key", ["body"]) from None
     # Cheap tests on the raw bytes first: deep nesting needs brackets, and a NUL or a
     # lone surrogate needs a \u escape (UTF-8 cannot carry them raw).
-    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH or b"\\u" in raw:
+    if refused or raw.count(b"[") + raw.count(b"{") > MAX_DEPTH or b"\\u" in raw:
         problem = _string_or_depth_problem(body)
         if problem is not None:
             raise RequestInvalid([problem])
@@ -285,6 +334,8 @@ def _string_or_depth_problem(body: Any) -> Detail | None:
         value, loc = pending.pop()
         if len(loc) > MAX_DEPTH:
             return detail(["body"], f"JSON nested deeper than {MAX_DEPTH} levels", "json_invalid")
+        if isinstance(value, _Refused):
+            return detail(loc, *value.detail)
         if isinstance(value, str):
             if "\x00" in value:
                 return detail(loc, "String should not contain NUL characters", "value_error")

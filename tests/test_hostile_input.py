@@ -90,10 +90,27 @@ class Case:
     build: Callable[[Target], tuple[dict[str, str], Any]]  # -> headers, content
     status: Callable[[Target], int]
     targets: list[Target] = field(default_factory=lambda: JSON_TARGETS)
+    says: str | None = None  # what the answer's message must say (v1: one item's msg)
 
 
 def _nested(depth: int) -> bytes:
     return b'{"description": ' + b"[" * depth + b"]" * depth + b"}"
+
+
+def _number(literal: bytes) -> Callable[[Target], tuple[dict[str, str], bytes]]:
+    """The target's own first field, holding a number that JSON cannot carry."""
+    return lambda t: ({}, b'{"' + next(iter(t.body)).encode() + b'": ' + literal + b"}")
+
+
+_NUMBERS = [
+    ("NaN", b"NaN", "finite number"),
+    ("Infinity", b"Infinity", "finite number"),
+    ("-Infinity", b"-Infinity", "finite number"),
+    ("1e400, past a double", b"1e400", "finite number"),
+    ("a 5,000-digit number", b"9" * 5000, "int64"),
+    ("a negative 5,000-digit number", b"-" + b"9" * 5000, "int64"),
+    ("2**63, past int64", str(2**63).encode(), "int64"),
+]
 
 
 CASES = [
@@ -133,6 +150,10 @@ CASES = [
         lambda t: t.invalid,
     ),
     Case("a JSON array", lambda t: ({}, b"[1, 2]"), lambda t: t.invalid),
+    *(
+        Case(name, _number(literal), lambda t: t.invalid, says=says)
+        for name, literal, says in _NUMBERS
+    ),
     Case("an empty body", lambda t: ({}, b""), lambda t: t.invalid),
     Case(
         "a list of 12,000 items",
@@ -236,6 +257,10 @@ def test_every_hostile_body_is_a_clear_4xx_and_changes_nothing(
     assert time.monotonic() - started < 0.5  # answered at once, whatever the body
     assert response.status_code == case.status(target), response.text[:300]
     _assert_shape(target, response)
+    if case.says is not None:
+        detail = response.json().get("detail") or []
+        messages = [response.json().get("error", "")] + [item["msg"] for item in detail]
+        assert any(case.says in message for message in messages), response.text[:300]
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert response.headers["Cache-Control"] == "no-store"
     assert _snapshot(sessions) == before

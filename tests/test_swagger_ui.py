@@ -37,6 +37,7 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 def browser():
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # CSP reports land here
     for flag in (
         "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run",
@@ -110,3 +111,17 @@ def test_the_seed_002_patch_runs_from_swagger_ui(browser, fresh_database_url):
             f"{base}/v1/api-keys/{key['id']}", headers={"Authorization": f"Bearer {token}"}
         ).json()
         assert (after["description"], after["expires_at"]) == ("string", "2030-01-01T00:00:00Z")
+        # All of that under the page's Content-Security-Policy, which refused nothing.
+        page = httpx.get(f"{base}/ui/")
+        assert page.headers["X-Frame-Options"] == "DENY"
+        policy = page.headers["Content-Security-Policy"]
+        assert (
+            "frame-ancestors 'none'" in policy
+            and "'unsafe-inline'" not in policy.split("script-src")[1].split(";")[0]
+        )
+        refused = [
+            entry["message"]
+            for entry in browser.get_log("browser")
+            if "Content Security Policy" in entry["message"]
+        ]
+        assert refused == []

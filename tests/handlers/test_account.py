@@ -27,6 +27,13 @@ class TestGetPolicy:
     def test_401_without_a_credential(self, client):
         assert client.get("/v1/account/policy").status_code == 401
 
+    def test_403_for_an_api_key_as_for_every_other_read(self, client, factory, acme, admin):
+        _, full_key = factory.api_key(admin, acme)
+        for headers in ({"X-API-Key": full_key}, {"Authorization": f"Bearer {full_key}"}):
+            response = client.get("/v1/account/policy", headers=headers)
+            assert response.status_code == 403
+            assert response.json() == {"detail": "API keys cannot read the account's policy"}
+
     def test_403_for_another_account_in_x_account_id(self, client, factory, admin):
         globex = factory.account("globex")
         response = client.get(

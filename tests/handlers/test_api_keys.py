@@ -748,6 +748,28 @@ class TestCustomerFields:
         stored = client.get(f"/v1/api-keys/{made['id']}", headers=factory.auth(admin)).json()
         assert (stored["external_id"], stored["meta"]) == (None, None)
 
+    def test_422_for_meta_holding_what_json_cannot(self, client, factory, admin, key):
+        record, _ = key
+        for literal, error_type in (
+            ("NaN", "finite_number"),
+            ("-Infinity", "finite_number"),
+            ("1e400", "finite_number"),
+            ("9" * 5000, "int_parsing_size"),
+        ):
+            for method, url in (("POST", "/v1/api-keys"), ("PATCH", f"/v1/api-keys/{record.id}")):
+                response = client.request(
+                    method,
+                    url,
+                    content=f'{{"meta": {{"plan": "pro", "score": {literal}}}}}',
+                    headers=factory.auth(admin) | {"Content-Type": "application/json"},
+                )
+                assert response.status_code == 422
+                assert [(e["loc"], e["type"]) for e in response.json()["detail"]] == [
+                    (["body", "meta", "score"], error_type)
+                ]
+        assert factory.count_keys() == 1
+        assert factory.stored_key(record.id).meta is None
+
     def test_422_for_meta_over_4_kib_or_not_an_object(self, client, factory, admin, key):
         record, _ = key
         big = {"notes": "x" * 4090}  # 4,102 bytes as compact JSON

@@ -48,6 +48,14 @@ class TestMe:
         assert response.status_code == 401
         assert response.headers["WWW-Authenticate"] == "Bearer"
 
+    def test_401_for_a_user_token_in_x_api_key_which_carries_api_keys_only(
+        self, client, factory, admin
+    ):
+        for path in ("/v1/users/me", "/v1/api-keys", "/apikeys"):
+            response = client.get(path, headers={"X-API-Key": factory.token(admin)})
+            assert response.status_code == 401, path
+        assert client.get("/v1/users/me", headers=factory.auth(admin)).status_code == 200
+
     def test_403_for_an_api_key_principal(self, client, factory, acme, admin):
         _, full_key = factory.api_key(admin, acme)
         response = client.get("/v1/users/me", headers={"X-API-Key": full_key})
