@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 import argon2
 import jwt
 
+from db import usernames
 from db.errors import Unavailable
 
 API_KEY_PREFIX = "kp_"
@@ -112,8 +113,9 @@ class Secrets:
         return (self.api_key_digest(key), *(_digest(k.key_hashing, key) for k in self.previous))
 
     def login_subject(self, username: str) -> str:
-        """What the login throttle and audit trail know of a username: a keyed hash."""
-        return _digest(self.current.login_throttling, username)
+        """What the login throttle and audit trail know of a username: a keyed hash of
+        its sign-in key, so that ``Alice`` and ``alice`` are throttled as one."""
+        return _digest(self.current.login_throttling, usernames.sign_in_key(username))
 
     def issue_user_token(
         self, user_id: int, ttl: timedelta, now: datetime | None = None, generation: int = 0

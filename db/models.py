@@ -95,9 +95,16 @@ class Account(Base):
 
 class User(Base):
     __tablename__ = "users"
+    __table_args__ = (
+        Index("uq_users_username_key", "username_key", unique=True),
+        Index("uq_users_lookalike_key", "lookalike_key", unique=True),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
+    # The name to sign in with; ``db.usernames`` says how names are told apart.
     username: Mapped[str] = mapped_column(String(150), unique=True)
+    username_key: Mapped[str] = mapped_column(String(150), server_default="")
+    lookalike_key: Mapped[str] = mapped_column(String(150), server_default="")
     password_hash: Mapped[str] = mapped_column(String(255))
     is_active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -10,25 +10,49 @@ from sqlalchemy.orm import Session
 
 import db.audit
 import db.authority
-from db.errors import Conflict, NotFound
+from db import usernames
+from db.errors import Conflict, InvalidInput, NotFound
 from db.models import Membership, User
 
 
-def create(session: Session, username: str, password_hash: str) -> User:
-    if by_username(session, username) is not None:
-        raise Conflict("Username already taken")
-    user = User(username=username, password_hash=password_hash)
+def create(
+    session: Session, username: str, password_hash: str, *, account_id: int | None = None
+) -> User:
+    """A new user, named in ``account_id`` (by its admin) or service-wide (by the
+    operator); refused (409) if the name, or one it looks like, is taken there."""
+    if account_id is None and usernames.is_account_name(username):
+        raise InvalidInput(
+            "A service-wide username cannot end in @ and digits: accounts name their users so",
+            ["body", "username"],
+        )
+    name = username if account_id is None else usernames.in_account(username, account_id)
+    key, lookalike = usernames.sign_in_key(name), usernames.lookalike_key(name)
+    taken = session.execute(
+        select(User.username, User.username_key).where(User.lookalike_key == lookalike)
+    ).one_or_none()
+    where = "" if account_id is None else " in this account"
+    if taken is not None:
+        if taken.username_key == key:
+            raise Conflict(f"Username already taken{where}")
+        raise Conflict(f"Username looks like {taken.username!r}, already taken{where}")
+    user = User(
+        username=name, username_key=key, lookalike_key=lookalike, password_hash=password_hash
+    )
     try:
         # A savepoint, so that losing a race for the name leaves the request usable.
         with session.begin_nested():
             session.add(user)
     except IntegrityError:
-        raise Conflict("Username already taken") from None
+        raise Conflict(f"Username already taken{where}") from None
     return user
 
 
 def by_username(session: Session, username: str) -> User | None:
-    return session.scalar(select(User).where(User.username == username))
+    """The user signing in as ``username``: by the exact name, else by its sign-in key."""
+    exact = session.scalar(select(User).where(User.username == username))
+    if exact is not None:
+        return exact
+    return session.scalar(select(User).where(User.username_key == usernames.sign_in_key(username)))
 
 
 def active(session: Session, user_id: int) -> User | None:

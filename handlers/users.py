@@ -40,7 +40,7 @@ def create(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
     actor = current_actor().require_admin()
     password_hash = runtime().passwords.hash(body["password"])  # before any transaction opens
     session = db.session.current()
-    user = db.users.create(session, body["username"], password_hash)
+    user = db.users.create(session, body["username"], password_hash, account_id=actor.account_id)
     role = Role(body.get("role", Role.MEMBER))
     membership = db.accounts.add_member(
         session,

@@ -70,15 +70,15 @@ class Live:
         return dict(response.json())
 
     def add_user(self, role: str = "member") -> tuple[str, str]:
-        username = f"user{next(_names)}"
+        """A new member of the account: the name they sign in with, and their password."""
         with self.client() as client:
             response = client.post(
                 "/v1/users",
-                json={"username": username, "password": PASSWORD, "role": role},
+                json={"username": f"user{next(_names)}", "password": PASSWORD, "role": role},
                 headers=self.auth,
             )
         assert response.status_code == 201, response.text
-        return username, PASSWORD
+        return response.json()["username"], PASSWORD
 
     def login(self, username: str, password: str) -> httpx.Response:
         with self.client() as client:

@@ -47,6 +47,23 @@ def test_create_account_migrates_a_brand_new_database_and_prints_ids(fresh_datab
     )
     assert again.returncode == 1
     assert again.stderr == "keyplane: Username already taken\n"
+    for name, says in (
+        ("ALICE", "keyplane: Username already taken\n"),
+        ("al1ce", "keyplane: Username looks like 'alice', already taken\n"),
+        ("bob@3", "keyplane: A service-wide username cannot end in @ and digits"),
+    ):
+        refused = subprocess.run(
+            [*KEYPLANE, "create-account", "other", "--admin", name],
+            env=keyplane_env(
+                fresh_database_url, KEYPLANE_ADMIN_PASSWORD="a-password-of-some-length"
+            ),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert refused.returncode == 1, name
+        assert refused.stderr.startswith(says), refused.stderr
 
 
 def test_without_a_secret_sqlite_keeps_a_generated_one_and_a_server_database_refuses(

@@ -5,9 +5,11 @@ from __future__ import annotations
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
+from sqlalchemy.orm import Session
 
 import db.migrate
 import db.permissions
+import db.users
 from db.engine import make_engine
 from db.models import Base
 
@@ -83,4 +85,68 @@ def test_0006_keeps_every_key_and_permission_link(fresh_database_url):
         assert [tuple(row) for row in links] == [(7, "readApplications")]
         generation = connection.execute(text("SELECT token_generation FROM users")).scalar()
         assert generation == 0
+    fresh.dispose()
+
+
+def test_0007_counts_keys_switched_off_before_as_an_admins(fresh_database_url):
+    fresh = make_engine(fresh_database_url)
+    db.migrate.upgrade(fresh, "0006")
+    with fresh.begin() as connection:
+        connection.execute(
+            text("INSERT INTO accounts (id, name, created_at) VALUES (1, 'old', CURRENT_TIMESTAMP)")
+        )
+        connection.execute(
+            text(
+                "INSERT INTO users (id, username, password_hash, is_active, created_at)"
+                " VALUES (1, 'ann', 'x', true, CURRENT_TIMESTAMP)"
+            )
+        )
+        for key_id, enabled in ((1, True), (2, False)):
+            connection.execute(
+                text(
+                    "INSERT INTO api_keys (id, account_id, user_id, key_prefix, key_digest,"
+                    " created_at, updated_at, enabled) VALUES (:id, 1, 1, 'kp_x', :digest,"
+                    " CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, :enabled)"
+                ),
+                {"id": key_id, "digest": f"d{key_id}", "enabled": enabled},
+            )
+    db.migrate.upgrade(fresh)
+    with fresh.connect() as connection:
+        rows = connection.execute(text("SELECT id, disabled_by FROM api_keys ORDER BY id"))
+        assert [tuple(row) for row in rows] == [(1, None), (2, "admin")]
+    fresh.dispose()
+
+
+def test_0008_gives_every_user_keys_and_keeps_names_that_collide_apart(fresh_database_url):
+    fresh = make_engine(fresh_database_url)
+    db.migrate.upgrade(fresh, "0007")
+    with fresh.begin() as connection:
+        for user_id, username in ((1, "Bob"), (2, "bob"), (3, "b0b"), (4, "carol")):
+            connection.execute(
+                text(
+                    "INSERT INTO users (id, username, password_hash, is_active, created_at)"
+                    " VALUES (:id, :name, 'x', true, CURRENT_TIMESTAMP)"
+                ),
+                {"id": user_id, "name": username},
+            )
+    db.migrate.upgrade(fresh)
+    with fresh.connect() as connection:
+        rows = connection.execute(
+            text("SELECT username, username_key, lookalike_key FROM users ORDER BY id")
+        )
+        assert [tuple(row) for row in rows] == [
+            ("Bob", "bob", "bob"),
+            ("bob", "bob#2", "bob#2"),
+            ("b0b", "b0b", "bob#3"),
+            ("carol", "carol", "carol"),
+        ]
+    with fresh.begin() as connection:
+        session = Session(bind=connection)
+        # Each signs in by its exact name; a case the names share finds the oldest.
+        assert [db.users.by_username(session, n).id for n in ("Bob", "bob", "b0b", "BOB")] == [
+            1,
+            2,
+            3,
+            1,
+        ]
     fresh.dispose()

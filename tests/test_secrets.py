@@ -31,12 +31,12 @@ def test_the_whole_lifecycle_leaves_no_secret_in_the_database_or_logs(fresh_data
     with caplog.at_level(logging.DEBUG), app.test_client() as client:
         auth = factory.auth(admin)
         secrets.append(auth["Authorization"].removeprefix("Bearer "))
-        client.post(
+        newbie_name = client.post(
             "/v1/users", json={"username": "newbie", "password": NEW_PASSWORD}, headers=auth
-        )
+        ).json()["username"]
         token = client.post(
             "/v1/auth/token",
-            data={"grant_type": "password", "username": "newbie", "password": NEW_PASSWORD},
+            data={"grant_type": "password", "username": newbie_name, "password": NEW_PASSWORD},
         ).json()["access_token"]
         secrets.append(token)
         newbie = {"Authorization": f"Bearer {token}"}

@@ -36,6 +36,18 @@ class TestToken:
         assert me.status_code == 200
         assert me.json()["username"] == "alice"
 
+    def test_200_in_any_case_and_unicode_form_but_not_as_a_look_alike(self, client, alice):
+        for typed in ("alice", "ALICE", "Alice", "\uff41\uff4c\uff49\uff43\uff45"):  # full-width
+            response = _login(client, typed, PASSWORD)
+            assert response.status_code == 200, typed
+            me = client.get(
+                "/v1/users/me",
+                headers={"Authorization": f"Bearer {response.json()['access_token']}"},
+            )
+            assert me.json()["id"] == alice.id
+        for look_alike in ("aIice", "al1ce", "alice."):
+            assert _login(client, look_alike, PASSWORD).status_code == 400, look_alike
+
     def test_400_is_identical_for_an_unknown_user_and_a_wrong_password(self, client, alice):
         wrong_password = _login(client, "alice", "not-the-password")
         unknown_user = _login(client, "mallory", "not-the-password")
@@ -111,6 +123,11 @@ class TestToken:
         )
         for response in (known, unknown):
             assert 890 <= int(response.headers["Retry-After"]) <= 900
+
+    def test_every_case_of_a_name_counts_against_one_throttle(self, client, alice):
+        for typed in ("alice", "ALICE") * 5:
+            assert self._fail(client, typed).status_code == 400
+        assert _login(client, "Alice", PASSWORD).status_code == 429
 
     def test_other_usernames_are_unaffected(self, client, factory, alice):
         bob = factory.user(factory.account(), Role.MEMBER, username="bob")

@@ -90,21 +90,24 @@ class TestList:
 
 
 class TestCreate:
-    def test_201_adds_a_user_who_can_log_in(self, client, factory, acme, admin):
+    def test_201_adds_a_user_named_in_the_account_who_can_sign_in(
+        self, client, factory, acme, admin
+    ):
         response = client.post(
             "/v1/users",
             json={"username": "newbie", "password": "a-long-password", "role": "member"},
             headers=factory.auth(admin),
         )
         assert response.status_code == 201
-        assert response.json()["username"] == "newbie"
+        assert response.json()["username"] == f"newbie@{acme.id}"
         assert response.json()["role"] == "member"
-        token = client.post(
-            "/v1/auth/token",
-            data={"grant_type": "password", "username": "newbie", "password": "a-long-password"},
-        ).json()["access_token"]
-        me = client.get("/v1/users/me", headers={"Authorization": f"Bearer {token}"}).json()
-        assert me["accounts"] == [{"id": acme.id, "name": "acme", "role": "member"}]
+        for username in (f"newbie@{acme.id}", f"NewBie@{acme.id}"):
+            token = _login(client, username, "a-long-password").json()["access_token"]
+            me = client.get("/v1/users/me", headers=_bearer(token)).json()
+            assert me["username"] == f"newbie@{acme.id}"
+            assert me["accounts"] == [{"id": acme.id, "name": "acme", "role": "member"}]
+        # The bare name is not theirs: it names no one, or someone service-wide.
+        assert _login(client, "newbie", "a-long-password").status_code == 400
 
     def test_401_without_a_credential(self, client):
         response = client.post("/v1/users", json={"username": "x", "password": PASSWORD})
@@ -124,12 +127,58 @@ class TestCreate:
         )
         assert login.status_code == 400
 
-    def test_409_for_a_taken_username(self, client, factory, admin, member):
-        response = client.post(
-            "/v1/users", json={"username": "max", "password": PASSWORD}, headers=factory.auth(admin)
+    @pytest.mark.parametrize("look_alike", ["carol", "Carol", "CAROL", "caro1", "car.ol", "carol-"])
+    def test_409_for_a_name_or_a_look_alike_taken_in_this_account(
+        self, client, factory, acme, admin, look_alike
+    ):
+        first = client.post(
+            "/v1/users",
+            json={"username": "carol", "password": PASSWORD},
+            headers=factory.auth(admin),
         )
-        assert response.status_code == 409
-        assert response.json() == {"detail": "Username already taken"}
+        assert first.status_code == 201
+        again = client.post(
+            "/v1/users",
+            json={"username": look_alike, "password": PASSWORD},
+            headers=factory.auth(admin),
+        )
+        if look_alike.endswith("-"):  # a name ends with a letter or digit
+            assert again.status_code == 422
+            return
+        assert again.status_code == 409
+        assert "already taken in this account" in again.json()["detail"]
+        assert [m["username"] for m in _members(client, factory, admin)].count(
+            f"carol@{acme.id}"
+        ) == 1
+
+    def test_201_for_a_name_taken_in_another_account_which_is_not_told(
+        self, client, factory, acme, admin
+    ):
+        globex = factory.account("globex")
+        their_admin = factory.user(globex, Role.ADMIN)
+        theirs = client.post(
+            "/v1/users",
+            json={"username": "dave", "password": PASSWORD},
+            headers=factory.auth(their_admin),
+        )
+        assert theirs.status_code == 201
+        taken_elsewhere, never_used = (
+            client.post(
+                "/v1/users",
+                json={"username": name, "password": f"{name}-password"},
+                headers=factory.auth(admin),
+            )
+            for name in ("dave", "erin")
+        )
+        assert taken_elsewhere.status_code == never_used.status_code == 201
+        assert set(taken_elsewhere.json()) == set(never_used.json())
+        assert taken_elsewhere.json()["username"] == f"dave@{acme.id}"
+        # Two daves, each signing in as their own.
+        ours = _login(client, f"dave@{acme.id}", "dave-password").json()["access_token"]
+        assert client.get("/v1/users/me", headers=_bearer(ours)).json()["accounts"][0]["id"] == (
+            acme.id
+        )
+        assert _login(client, f"dave@{globex.id}", PASSWORD).status_code == 200
 
     def test_415_for_a_form_body(self, client, factory, admin):
         response = client.post(
@@ -148,6 +197,10 @@ class TestCreate:
             (["body", "password"], "string_too_short"),
             (["body", "role"], "enum"),
         ]
+
+
+def _members(client, factory, admin):
+    return client.get("/v1/users", headers=factory.auth(admin)).json()["items"]
 
 
 def _login(client, username: str, password: str):
