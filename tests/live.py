@@ -80,6 +80,17 @@ class Live:
         assert response.status_code == 201, response.text
         return response.json()["username"], PASSWORD
 
+    def sign_in(self, username: str, password: str = PASSWORD) -> str:
+        """A token for ``username``, as the token endpoint gives it."""
+        response = self.login(username, password)
+        assert response.status_code == 200, response.text
+        return str(response.json()["access_token"])
+
+    def user_id(self, username: str) -> int:
+        with self.client() as client:
+            members = client.get("/v1/users", headers=self.auth).json()["items"]
+        return next(member["id"] for member in members if member["username"] == username)
+
     def login(self, username: str, password: str) -> httpx.Response:
         with self.client() as client:
             return client.post(

@@ -27,18 +27,6 @@ def _bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def _token(live: Live, username: str, password: str) -> str:
-    response = live.login(username, password)
-    assert response.status_code == 200, response.text
-    return str(response.json()["access_token"])
-
-
-def _member_id(live: Live, username: str) -> int:
-    with live.client() as client:
-        members = client.get("/v1/users", headers=live.auth).json()["items"]
-    return next(m["id"] for m in members if m["username"] == username)
-
-
 def _together(live: Live, requests: list[tuple[str, str, dict[str, Any]]]) -> list[Answer]:
     """(method, path, kwargs) each on its own connection, all sent at once."""
 
@@ -63,13 +51,13 @@ def _only_these_admins(live: Live, names: set[str]) -> None:
         for name, role in _roles(live).items():
             if role == "admin" and name not in names and name != "admin":
                 demoted = client.patch(
-                    f"/v1/users/{_member_id(live, name)}",
+                    f"/v1/users/{live.user_id(name)}",
                     json={"role": "member"},
                     headers=live.auth,
                 )
                 assert demoted.status_code == 200, demoted.text
         demoted = client.patch(
-            f"/v1/users/{_member_id(live, 'admin')}", json={"role": "member"}, headers=live.auth
+            f"/v1/users/{live.user_id('admin')}", json={"role": "member"}, headers=live.auth
         )
         assert demoted.status_code == 200, demoted.text
 
@@ -77,7 +65,7 @@ def _only_these_admins(live: Live, names: set[str]) -> None:
 def _everyone_admin_again(live: Live, token: str) -> None:
     with live.client() as client:
         client.patch(
-            f"/v1/users/{_member_id(live, 'admin')}", json={"role": "admin"}, headers=_bearer(token)
+            f"/v1/users/{live.user_id('admin')}", json={"role": "admin"}, headers=_bearer(token)
         )
 
 
@@ -86,8 +74,8 @@ class TestTheLastAdmin:
 
     def test_admins_stepping_down_at_once_leave_exactly_one(self, live):
         admins = [live.add_user("admin") for _ in range(5)]
-        tokens = {name: _token(live, name, password) for name, password in admins}
-        ids = {name: _member_id(live, name) for name in tokens}
+        tokens = {name: live.sign_in(name, password) for name, password in admins}
+        ids = {name: live.user_id(name) for name in tokens}
         for _ in range(self.ROUNDS):
             # The fixture's admin stands aside (it is made admin again after each round).
             _only_these_admins(live, set(tokens))
@@ -119,8 +107,8 @@ class TestTheLastAdmin:
 
     def test_admins_removing_themselves_at_once_leave_exactly_one(self, live):
         admins = [live.add_user("admin") for _ in range(5)]
-        tokens = {name: _token(live, name, password) for name, password in admins}
-        ids = {name: _member_id(live, name) for name in tokens}
+        tokens = {name: live.sign_in(name, password) for name, password in admins}
+        ids = {name: live.user_id(name) for name in tokens}
         _only_these_admins(live, set(tokens))
         answers = _together(
             live,
@@ -139,7 +127,7 @@ class TestTheLastAdmin:
 class TestPasswordChanges:
     def test_one_of_many_concurrent_changes_wins(self, live):
         username, password = live.add_user("member")
-        tokens = [_token(live, username, password) for _ in range(6)]
+        tokens = [live.sign_in(username, password) for _ in range(6)]
         answers = _together(
             live,
             [
@@ -173,8 +161,8 @@ class TestPasswordChanges:
 
     def test_concurrent_admin_resets_leave_exactly_one_password(self, live):
         username, password = live.add_user("member")
-        member_token = _token(live, username, password)
-        user_id = _member_id(live, username)
+        member_token = live.sign_in(username, password)
+        user_id = live.user_id(username)
         answers = _together(
             live,
             [
@@ -224,7 +212,7 @@ class TestRemovalAgainstTheSwitch:
     def test_keys_turned_on_while_their_owner_is_removed_end_disabled(self, live):
         for _ in range(3):
             username, password = live.add_user("member")
-            member_token = _token(live, username, password)
+            member_token = live.sign_in(username, password)
             keys = []
             with live.client() as client:
                 for _ in range(8):
@@ -234,7 +222,7 @@ class TestRemovalAgainstTheSwitch:
                     client.patch(
                         f"/v1/api-keys/{keys[-1]['id']}", json={"enabled": False}, headers=live.auth
                     )
-            member_id = _member_id(live, username)
+            member_id = live.user_id(username)
             switches = [
                 (
                     "PATCH",

@@ -69,18 +69,6 @@ def _bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def _login(live: Live, username: str, password: str = PASSWORD) -> str:
-    response = live.login(username, password)
-    assert response.status_code == 200, response.text
-    return str(response.json()["access_token"])
-
-
-def _user_id(live: Live, username: str) -> int:
-    with live.client() as client:
-        items = client.get("/v1/users", headers=live.auth).json()["items"]
-    return next(member["id"] for member in items if member["username"] == username)
-
-
 def _events_by(live: Live, user_id: int) -> list[dict[str, Any]]:
     with live.client() as client:
         response = client.get(
@@ -156,10 +144,10 @@ class _Scene:
         self.live = live
         self.actor, _ = live.add_user("admin")
         self.member, _ = live.add_user("member")
-        self.actor_id = _user_id(live, self.actor)
-        self.member_id = _user_id(live, self.member)
-        self.token = _login(live, self.actor)
-        member_token = _login(live, self.member)
+        self.actor_id = live.user_id(self.actor)
+        self.member_id = live.user_id(self.member)
+        self.token = live.sign_in(self.actor)
+        member_token = live.sign_in(self.member)
         with live.client() as client:
             made = client.post("/v1/api-keys", json={}, headers=_bearer(member_token))
         assert made.status_code == 201, made.text
@@ -174,7 +162,7 @@ class _Scene:
 
 
 def _change_own_password(live: Live, username: str) -> None:
-    other_token = _login(live, username)
+    other_token = live.sign_in(username)
     with live.client() as client:
         changed = client.post(
             "/v1/users/me/password",
@@ -251,8 +239,8 @@ class TestAMembersHeldKeyWrites:
 
     def test_removed_member_is_refused_403_and_their_keys_stay_off(self, live):
         username, _ = live.add_user("member")
-        member_id = _user_id(live, username)
-        token = _login(live, username)
+        member_id = live.user_id(username)
+        token = live.sign_in(username)
         with live.client() as client:
             made = client.post("/v1/api-keys", json={}, headers=_bearer(token))
             assert made.status_code == 201, made.text

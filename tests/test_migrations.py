@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 from sqlalchemy.orm import Session
 
 import db.migrate
@@ -22,6 +22,19 @@ def test_migrations_match_the_models(engine):
 
 def test_the_database_is_at_the_head_revision(engine):
     assert db.migrate.current_revision(engine) == db.migrate.head_revision()
+
+
+def _an_account_and_its_user(connection: Connection) -> None:
+    """Account 1 and user 1, as rows of any revision since 0001."""
+    connection.execute(
+        text("INSERT INTO accounts (id, name, created_at) VALUES (1, 'old', CURRENT_TIMESTAMP)")
+    )
+    connection.execute(
+        text(
+            "INSERT INTO users (id, username, password_hash, is_active, created_at)"
+            " VALUES (1, 'ann', 'x', true, CURRENT_TIMESTAMP)"
+        )
+    )
 
 
 def test_0002_gives_existing_accounts_the_default_catalog(fresh_database_url):
@@ -44,15 +57,7 @@ def test_0006_keeps_every_key_and_permission_link(fresh_database_url):
     fresh = make_engine(fresh_database_url)
     db.migrate.upgrade(fresh, "0005")
     with fresh.begin() as connection:
-        connection.execute(
-            text("INSERT INTO accounts (id, name, created_at) VALUES (1, 'old', CURRENT_TIMESTAMP)")
-        )
-        connection.execute(
-            text(
-                "INSERT INTO users (id, username, password_hash, is_active, created_at)"
-                " VALUES (1, 'ann', 'x', true, CURRENT_TIMESTAMP)"
-            )
-        )
+        _an_account_and_its_user(connection)
         connection.execute(
             text(
                 "INSERT INTO api_keys (id, account_id, user_id, key_prefix, key_digest,"
@@ -92,15 +97,7 @@ def test_0007_counts_keys_switched_off_before_as_an_admins(fresh_database_url):
     fresh = make_engine(fresh_database_url)
     db.migrate.upgrade(fresh, "0006")
     with fresh.begin() as connection:
-        connection.execute(
-            text("INSERT INTO accounts (id, name, created_at) VALUES (1, 'old', CURRENT_TIMESTAMP)")
-        )
-        connection.execute(
-            text(
-                "INSERT INTO users (id, username, password_hash, is_active, created_at)"
-                " VALUES (1, 'ann', 'x', true, CURRENT_TIMESTAMP)"
-            )
-        )
+        _an_account_and_its_user(connection)
         for key_id, enabled in ((1, True), (2, False)):
             connection.execute(
                 text(
