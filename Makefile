@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 SERVING := $(VENV)/.serving
 INSTALLED := $(VENV)/.installed
 
-.PHONY: serve test lint types check spec-lint bench clean
+.PHONY: serve test lint types check spec-lint docs bench clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -47,6 +47,10 @@ types: $(INSTALLED)
 
 check: lint types
 
+## docs: the documentation site into site/, strictly (a warning or a broken link fails it)
+docs: $(INSTALLED)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
 ## spec-lint: Redocly and Spectral on openapi/swagger.yaml, zero problems (needs Node.js 20+ and npm)
 spec-lint:
 	cd openapi && npm ci --no-audit --no-fund --loglevel=error
@@ -54,4 +58,4 @@ spec-lint:
 	cd openapi && npx --no-install spectral lint --fail-severity=warn swagger.yaml
 
 clean:
-	rm -rf $(VENV) openapi/node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis keyplane.db*
+	rm -rf $(VENV) openapi/node_modules site .pytest_cache .mypy_cache .ruff_cache .hypothesis keyplane.db*

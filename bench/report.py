@@ -1,5 +1,5 @@
-"""The benchmark's results: ``results.json`` (every figure), a Markdown table with the
-ratios the targets are about, and a chart. A run adds its figures to those of earlier
+"""The benchmark's results: ``bench/results/results.json`` (every figure), a Markdown
+table with the ratios the targets are about, and a chart. A run adds its figures to those of earlier
 runs on other databases or data sizes, and replaces those it measured again.
 """
 
@@ -15,7 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from bench.run import FLOOR_QUERY, KEYPLANE_SMALL, SMALL, Figure
+from bench.figures import FLOOR_QUERY, KEYPLANE_SMALL, SMALL, Figure
 
 KEYPLANE = "Keyplane"
 PEERS = ("FastAPI + SQLAlchemy", "DRF + drf-api-key")
@@ -24,6 +24,8 @@ VERIFY = "verify: valid"
 PATCH = "PATCH /v1/api-keys/{item_id}"
 PATCH_WRITING = "PATCH, a new description each time"
 RSS_LIMIT_MB = 150
+# The chart is the benchmark page's (docs/benchmark.md), so the docs site carries it.
+CHART = Path(__file__).resolve().parent.parent / "docs" / "assets" / "verify.png"
 
 
 def write(
@@ -47,7 +49,7 @@ def write(
     }
     path.write_text(json.dumps(results, indent=2) + "\n")
     (folder / "README.md").write_text(_markdown(every, results["rss_mb"], machine))
-    _chart(every, folder / "verify.png")
+    _chart(every, CHART)
 
 
 def _index(figures: list[Figure]) -> dict[tuple[str, int, str, str], Figure]:
@@ -60,7 +62,7 @@ def _markdown(
     lines = [
         "# Benchmark results",
         "",
-        'Written by `python -m bench.run` (see the README\'s "Benchmark"). Every server '
+        "Written by `python -m bench.run` (see `docs/benchmark.md`). Every server "
         "runs 2 workers on 127.0.0.1; `wrk -t1 -c32`, the contenders of an operation "
         "alternated within each round; figures are medians of the rounds.",
         "",

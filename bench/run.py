@@ -41,6 +41,7 @@ from typing import Any
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from bench.figures import FLOOR_QUERY, KEYPLANE_SMALL, SMALL, Figure
 from bench.seed import HELD, seed
 
 HERE = Path(__file__).resolve().parent
@@ -51,11 +52,6 @@ SECRET = "bench-only-secret-never-for-a-real-deployment-0123456789"  # noqa: S10
 PASSWORD = "bench-password-0123456789"  # noqa: S105
 WRK = shutil.which("wrk") or "wrk"
 DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-
-
-SMALL = 10_000  # keys: the default size, and the size target's reference
-KEYPLANE_SMALL = "Keyplane, 10,000 keys"
-FLOOR_QUERY = "AsyncApp + one query (floor)"
 
 
 @dataclass(frozen=True)
@@ -86,20 +82,6 @@ class Contender:
     operations: dict[str, tuple[Request, Expect]] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
     port: int = 0
-
-
-@dataclass(frozen=True)
-class Figure:
-    database: str
-    keys: int
-    operation: str
-    contender: str
-    rps: float
-    p50_ms: float
-    p99_ms: float
-    non_2xx: int
-    socket_errors: int
-    rounds: int
 
 
 def _verify(key: str, permissions: list[str] | None = None) -> str:

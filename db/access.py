@@ -83,6 +83,9 @@ class Actor:
         owner = None if self.is_admin else self.user_id
         return db.api_keys.Scope(account_id=self.account_id, owner_id=owner)
 
+    def key_caller(self) -> db.api_keys.Caller:
+        return db.api_keys.Caller(self.key_scope(), self.audit_actor, self.user_id, self.is_admin)
+
     def require_user(self, message: str = KEYS_CANNOT_MANAGE_KEYS) -> Actor:
         self.principal.require_user(message)
         return self

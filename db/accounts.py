@@ -55,13 +55,7 @@ def add_member(
     session.add(membership)
     session.flush()
     audit.record(
-        session,
-        account_id=account_id,
-        actor=actor,
-        action="user.added",
-        target=("user", user_id),
-        changes={"role": role.value},
-        now=now,
+        session, account_id, actor, "user.added", ("user", user_id), now, {"role": role.value}
     )
     return membership
 
@@ -113,14 +107,9 @@ def set_role(
     if membership.role is not role:
         if membership.role is Role.ADMIN:
             _keep_an_admin(session, account_id)
+        changed = {"role": {"from": membership.role.value, "to": role.value}}
         audit.record(
-            session,
-            account_id=account_id,
-            actor=actor,
-            action="user.role_changed",
-            target=("user", user_id),
-            changes={"role": {"from": membership.role.value, "to": role.value}},
-            now=now,
+            session, account_id, actor, "user.role_changed", ("user", user_id), now, changed
         )
         membership.role = role
         session.flush()
@@ -142,15 +131,8 @@ def remove_member(
     session.delete(membership)
     session.flush()
     disabled = db.api_keys.disable_owned(session, account_id, user_id, now, DisabledBy.REMOVAL)
-    audit.record(
-        session,
-        account_id=account_id,
-        actor=actor,
-        action="user.removed",
-        target=("user", user_id),
-        changes={"role": membership.role.value, "keys_disabled": disabled},
-        now=now,
-    )
+    removed = {"role": membership.role.value, "keys_disabled": disabled}
+    audit.record(session, account_id, actor, "user.removed", ("user", user_id), now, removed)
     return disabled
 
 
@@ -203,15 +185,9 @@ def set_user_active(session: Session, user: User, active: bool, *, now: datetime
         user.token_generation += 1
     user.is_active = active
     session.flush()
+    action = "user.activated" if active else "user.deactivated"
     for account, _ in memberships_of(session, user.id):
-        audit.record(
-            session,
-            account_id=account.id,
-            actor=audit.OPERATOR,
-            action="user.activated" if active else "user.deactivated",
-            target=("user", user.id),
-            now=now,
-        )
+        audit.record(session, account.id, audit.OPERATOR, action, ("user", user.id), now)
     return disabled
 
 

@@ -9,20 +9,20 @@ How concurrent changes to one key serialize: ``_locked`` reads the key ``FOR UPD
 ``BEGIN IMMEDIATE`` already serializes every write) and every change is computed
 from that locked, freshly read row. Two PATCHes, rotations or revocations of one key
 therefore run one after the other, each on the result of the one before, and the
-final record is exactly one request's result. A PATCH that would change nothing
-(``changes_nothing``) may be answered from a plain read instead: it writes nothing, so
-it is as if it ran at that read.
+final record is exactly one request's result. A PATCH that would change nothing is
+answered from a plain read instead (``change``): it writes nothing, so it is as if it
+ran at that read.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Container
+from collections.abc import Container, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, or_, select, true
+from sqlalchemy import ColumnElement, and_, select, true
 from sqlalchemy import update as update_statement
 from sqlalchemy.orm import Session, joinedload, lazyload, selectinload
 from sqlalchemy.orm.attributes import flag_modified
@@ -30,10 +30,11 @@ from sqlalchemy.orm.attributes import flag_modified
 import db.audit
 import db.permissions
 import db.policies
+import db.session
 import db.users
 from db import crypto
 from db.errors import Conflict, Forbidden, InvalidInput, NotFound
-from db.models import ApiKey, ApiKeyPermission, DisabledBy, KeyStatus
+from db.models import ApiKey, ApiKeyPermission, DisabledBy, KeyStatus, key_status_clause
 from db.pages import Page, newest_first
 
 NOT_FOUND_MESSAGE = "API key not found"
@@ -83,30 +84,48 @@ class Scope:
         return condition
 
 
+@dataclass(frozen=True)
+class Caller:
+    """Who asks for a key's change: the keys they reach, the name the audit trail gives
+    them, and (issuing a key) whose it is. An admin's changes are judged as an admin's:
+    any catalog permission, an expiry that binds the key's owner."""
+
+    scope: Scope
+    actor: db.audit.Actor
+    user_id: int | None = None
+    is_admin: bool = False
+
+    @classmethod
+    def operator(cls) -> Caller:
+        """The command line, for incidents: every key of every account."""
+        return cls(Scope.everything(), db.audit.OPERATOR, is_admin=True)
+
+
+@dataclass(frozen=True)
+class NewKey:
+    """What a new key is made with (both APIs; the console sets the first three)."""
+
+    description: str | None = None
+    expires_at: datetime | None = None
+    permissions: Sequence[str] = ()
+    external_id: str | None = None
+    meta: dict[str, Any] | None = None
+    enabled: bool = True
+
+
 def issue(
-    session: Session,
-    secrets: crypto.Secrets,
-    *,
-    account_id: int,
-    user_id: int,
-    description: str | None,
-    expires_at: datetime | None,
-    permissions: list[str],
-    actor: db.audit.Actor,
-    now: datetime,
-    by_admin: bool = False,
-    external_id: str | None = None,
-    meta: dict[str, Any] | None = None,
-    enabled: bool = True,
+    session: Session, secrets: crypto.Secrets, caller: Caller, new: NewKey, now: datetime
 ) -> tuple[ApiKey, str]:
-    """Create a key within the account's policy; returns the record and the full key,
-    which is never seen again."""
-    _check_meta(meta)
+    """Create a key for the caller, in their account and within its policy; returns the
+    record and the full key, which is never seen again."""
+    account_id, user_id, by_admin = caller.scope.account_id, caller.user_id, caller.is_admin
+    assert account_id is not None and user_id is not None, "a key is issued to a member"
+    _check_meta(new.meta)
     if not db.users.is_active_member(session, account_id, user_id):
         raise Forbidden("You are not a member of this account")
     policy = db.policies.of(session, account_id)
-    policy.check_expiry(expires_at, now)
-    granted = db.permissions.require_known(session, account_id, permissions)
+    policy.check_expiry(new.expires_at, now)
+    granted = db.permissions.require_known(session, account_id, list(new.permissions))
     if not by_admin:
         policy.check_member_grants(granted)
     full_key = crypto.generate_api_key()
@@ -115,13 +134,13 @@ def issue(
         user_id=user_id,
         key_prefix=crypto.display_prefix(full_key),
         key_digest=secrets.api_key_digest(full_key),
-        description=description,
-        expires_at=expires_at,
-        expiry_set_by_admin=by_admin and expires_at is not None,
-        external_id=external_id,
-        meta=meta,
-        enabled=enabled,
-        disabled_by=None if enabled else DisabledBy.OWNER,
+        description=new.description,
+        expires_at=new.expires_at,
+        expiry_set_by_admin=by_admin and new.expires_at is not None,
+        external_id=new.external_id,
+        meta=new.meta,
+        enabled=new.enabled,
+        disabled_by=None if new.enabled else DisabledBy.OWNER,
         created_at=now,
         updated_at=now,
     )
@@ -130,7 +149,8 @@ def issue(
     ]
     session.add(key)
     session.flush()
-    _audit(session, key, actor, "key.created", now, _snapshot(key) | {"key_prefix": key.key_prefix})
+    created = _snapshot(key) | {"key_prefix": key.key_prefix}
+    _audit(session, key, caller.actor, "key.created", now, created)
     return key, full_key
 
 
@@ -151,23 +171,29 @@ def find(session: Session, scope: Scope, key_id: int) -> ApiKey:
     return key
 
 
-def check_changes(changes: dict[str, Any]) -> None:
-    """What ``update`` refuses whatever the key holds: checked before anything is read."""
-    unknown = set(changes) - EDITABLE_FIELDS
-    if unknown:
-        raise ValueError(f"not editable: {sorted(unknown)}")
-    _check_meta(changes.get("meta"))
+def change(caller: Caller, key_id: int, changes: dict[str, Any], now: datetime) -> ApiKey:
+    """A PATCH, on either API. ``changes`` holds only what the request sets (an omitted
+    field is unchanged; ``None`` clears it); the policy judges what changes.
 
-
-def changes_nothing(key: ApiKey, changes: dict[str, Any]) -> bool:
-    """Would ``changes`` (as ``update`` takes them) leave ``key`` exactly as it is?
-
-    Such a PATCH writes nothing: no lock held, no ``updated_at``, no audit event (as
-    Stripe sends no ``*.updated`` event when nothing changed). Permissions compare as
-    sets, ``meta`` as canonical JSON (so ``1`` and ``true`` differ).
+    The key is read first, apart from the request's transaction: a PATCH that would
+    change nothing is answered from that read (as if it ran then) and writes nothing:
+    no lock, no ``updated_at``, no audit event, as Stripe sends no ``*.updated`` event
+    when nothing changed. Any other PATCH locks the key in the request's transaction
+    and changes it from the row as it is then (``_update``).
     """
+    _check_meta(changes.get("meta"))
+    with db.session.apart(writes=False) as reading:
+        key = find(reading, caller.scope, key_id)
+    if not _changing(key, changes):
+        return key
+    return _update(db.session.current(), caller, key_id, changes, now)
+
+
+def _changing(key: ApiKey, changes: dict[str, Any]) -> set[str]:
+    """The fields ``changes`` would change. Permissions compare as sets, ``meta`` as
+    canonical JSON (so ``1`` and ``true`` differ)."""
     held = _snapshot(key, changes)
-    return all(_same(field, held[field], wanted) for field, wanted in changes.items())
+    return {field for field, wanted in changes.items() if not _same(field, held[field], wanted)}
 
 
 def _same(field: str, held: Any, wanted: Any) -> bool:
@@ -215,40 +241,32 @@ def page(
     # guess for ``IN`` of 21 ids is a tenth of the table, and it scanned all of it.
     query = select(ApiKey).where(scope.clause()).options(joinedload(ApiKey.permission_links))
     if status is not None:
-        query = query.where(_status_clause(status, now))
+        query = query.where(key_status_clause(status, now))
     if external_id is not None:
         query = query.where(ApiKey.external_id == external_id)
     return newest_first(session, query, ApiKey.id, cursor=cursor, limit=limit)
 
 
-def update(
-    session: Session,
-    scope: Scope,
-    key_id: int,
-    changes: dict[str, Any],
-    actor: db.audit.Actor,
-    now: datetime,
-    by_admin: bool = False,
+def _update(
+    session: Session, caller: Caller, key_id: int, changes: dict[str, Any], now: datetime
 ) -> ApiKey:
-    """``changes`` holds only what the request sets; the policy judges what changes.
-
-    Nothing is written when nothing would change (``changes_nothing``). A key that
-    changes ends within the account's policy (``_within_policy``), unless the change
-    only switches it off: turning a key off never widens what it can do.
-    """
-    check_changes(changes)
-    key = _locked(session, scope, key_id, with_permissions="permissions" in changes)
-    if changes_nothing(key, changes):
+    """The locked write of ``change``. What changes is judged again from the locked row
+    (another writer may have made the same change meanwhile: then nothing is written).
+    The key ends within the account's policy (``_within_policy``), unless the change
+    only switches it off: turning a key off never widens what it can do."""
+    key = _locked(session, caller.scope, key_id, with_permissions="permissions" in changes)
+    by_admin = caller.is_admin
+    changing = _changing(key, changes)
+    if not changing:
         return key
-    before = _snapshot(key, changes)
-    changing = {field for field in changes if not _same(field, before[field], changes[field])}
+    before = _snapshot(key, changing)
     policy = db.policies.of(session, key.account_id)
     if "expires_at" in changing:
         _set_expiry(key, changes["expires_at"], by_admin=by_admin)
     if "permissions" in changing:
         _grant_exactly(session, key, changes["permissions"], policy, by_admin=by_admin)
     if "enabled" in changing:
-        _switch(session, key, changes["enabled"], actor, by_admin=by_admin)
+        _switch(session, key, changes["enabled"], caller)
     for field in ("description", "external_id", "meta"):
         if field in changing:
             setattr(key, field, changes[field])
@@ -258,9 +276,9 @@ def update(
         _within_policy(policy, key, now)
     key.updated_at = now
     session.flush()
-    after = _snapshot(key, changes)
+    after = _snapshot(key, changing)
     diff = {f: {"from": before[f], "to": after[f]} for f in sorted(changing, key=EDITABLE.index)}
-    _audit(session, key, actor, "key.updated", now, diff)
+    _audit(session, key, caller.actor, "key.updated", now, diff)
     return key
 
 
@@ -275,17 +293,15 @@ def _set_expiry(key: ApiKey, wanted: datetime | None, *, by_admin: bool) -> None
         key.expiry_set_by_admin = wanted is not None
 
 
-def _switch(
-    session: Session, key: ApiKey, on: bool, actor: db.audit.Actor, *, by_admin: bool
-) -> None:
+def _switch(session: Session, key: ApiKey, on: bool, caller: Caller) -> None:
     """Off: remember who switched it off. On: only an admin, unless the owner switched
     it off themselves, and never while the owner is not an active member."""
     if not on:
         key.enabled = False
-        by_owner = actor == db.audit.Actor.user(key.user_id)
+        by_owner = caller.user_id == key.user_id
         key.disabled_by = DisabledBy.OWNER if by_owner else DisabledBy.ADMIN
         return
-    if not by_admin and key.disabled_by in _ONLY_AN_ADMIN_TURNS_ON:
+    if not caller.is_admin and key.disabled_by in _ONLY_AN_ADMIN_TURNS_ON:
         raise Forbidden(_ONLY_AN_ADMIN_TURNS_ON[key.disabled_by])
     if not db.users.is_active_member(session, key.account_id, key.user_id):
         raise Conflict(OWNER_GONE)
@@ -300,31 +316,27 @@ def _within_policy(policy: db.policies.Policy, key: ApiKey, now: datetime) -> No
     policy.check_expiry(key.expires_at, now)
 
 
-def revoke(
-    session: Session, scope: Scope, key_id: int, actor: db.audit.Actor, now: datetime
-) -> ApiKey:
+def revoke(session: Session, caller: Caller, key_id: int, now: datetime) -> ApiKey:
     """Irreversible; revoking a revoked key changes nothing and is not audited again."""
-    key = _locked(session, scope, key_id)
+    key = _locked(session, caller.scope, key_id)
     if key.revoked_at is None:
         key.revoked_at = now
         key.updated_at = now
         key.previous_key_digest = key.previous_key_expires_at = None
         session.flush()
-        _audit(session, key, actor, "key.revoked", now)
+        _audit(session, key, caller.actor, "key.revoked", now)
     return key
 
 
 def rotate(
     session: Session,
     secrets: crypto.Secrets,
-    scope: Scope,
+    caller: Caller,
     key_id: int,
+    now: datetime,
     *,
     grace: timedelta,
-    actor: db.audit.Actor,
-    now: datetime,
     expires_at: datetime | _Unset | None = UNSET,
-    by_admin: bool = False,
 ) -> tuple[ApiKey, str]:
     """A new secret for the same record; the old one verifies until ``now + grace``.
 
@@ -334,14 +346,14 @@ def rotate(
     within the account's policy: ``expires_at`` sets a new expiry with the new secret
     (as a PATCH would), and a key without one that the policy requires is refused.
     """
-    key = _locked(session, scope, key_id)
+    key = _locked(session, caller.scope, key_id)
     status = key.status_at(now)
     if status in _CANNOT_ROTATE:  # a disabled key may be rotated: it can be enabled again
         raise Conflict(_CANNOT_ROTATE[status])
     changes: dict[str, Any] = {}
     if not isinstance(expires_at, _Unset) and expires_at != key.expires_at:
         changes["expires_at"] = {"from": key.expires_at, "to": expires_at}
-        _set_expiry(key, expires_at, by_admin=by_admin)
+        _set_expiry(key, expires_at, by_admin=caller.is_admin)
     _within_policy(db.policies.of(session, key.account_id), key, now)
     full_key = crypto.generate_api_key()
     if grace > timedelta(0):
@@ -356,7 +368,7 @@ def rotate(
         "key_prefix": key.key_prefix,
         "previous_secret_valid_until": key.previous_key_expires_at,
     }
-    _audit(session, key, actor, "key.rotated", now, changes)
+    _audit(session, key, caller.actor, "key.rotated", now, changes)
     return key, full_key
 
 
@@ -444,23 +456,4 @@ def _audit(
     now: datetime,
     changes: dict[str, Any] | None = None,
 ) -> None:
-    db.audit.record(
-        session,
-        account_id=key.account_id,
-        actor=actor,
-        action=action,
-        target=("api_key", key.id),
-        changes=changes,
-        now=now,
-    )
-
-
-def _status_clause(status: KeyStatus, now: datetime) -> ColumnElement[bool]:
-    not_expired = or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > now)
-    if status is KeyStatus.REVOKED:
-        return ApiKey.revoked_at.is_not(None)
-    if status is KeyStatus.EXPIRED:
-        return and_(ApiKey.revoked_at.is_(None), ApiKey.expires_at <= now)
-    if status is KeyStatus.DISABLED:
-        return and_(ApiKey.revoked_at.is_(None), not_expired, ApiKey.enabled.is_(False))
-    return and_(ApiKey.revoked_at.is_(None), not_expired, ApiKey.enabled.is_(True))
+    db.audit.record(session, key.account_id, actor, action, ("api_key", key.id), now, changes)

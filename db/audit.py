@@ -29,14 +29,14 @@ OPERATOR = Actor("operator", None)  # the keyplane CLI
 
 def record(
     session: Session,
-    *,
     account_id: int | None,
     actor: Actor,
     action: str,
     target: tuple[str, str | int | None],
-    changes: dict[str, Any] | None = None,
     now: datetime,
+    changes: dict[str, Any] | None = None,
 ) -> None:
+    """In ``account_id``'s trail: ``actor`` did ``action`` to ``target`` at ``now``."""
     target_type, target_id = target
     session.add(
         AuditEvent(

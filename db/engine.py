@@ -28,6 +28,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import OperationalError
 
+# An embedded database in the working folder, unless KEYPLANE_DATABASE_URL says otherwise.
+DEFAULT_DATABASE_URL = "sqlite:///keyplane.db"
 _WRITES = "keyplane_writes"
 _HOLDS_WRITER = "keyplane_holds_writer_lock"
 

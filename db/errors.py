@@ -50,7 +50,7 @@ class InvalidInput(KeyplaneError):
 
 
 class UnknownPermissions(InvalidInput):
-    """Permission ids that are not in the account's catalog (seed 000's exact 400)."""
+    """Permission ids not in the account's catalog (the console contract's exact 400)."""
 
     console_message = "Invalid permissions provided"
 
@@ -73,31 +73,6 @@ class TooManyRequests(KeyplaneError):
     def __init__(self, message: str, retry_after_seconds: int) -> None:
         super().__init__(message)
         self.retry_after_seconds = retry_after_seconds
-
-
-class RequestTimeout(KeyplaneError):
-    status = 408
-
-    def __init__(self, seconds: float) -> None:
-        super().__init__(f"The request body did not arrive within {seconds:g} seconds")
-
-
-class PayloadTooLarge(KeyplaneError):
-    status = 413
-
-    def __init__(self, max_bytes: int) -> None:
-        super().__init__(f"The request body is larger than {max_bytes} bytes")
-
-
-class UriTooLong(KeyplaneError):
-    status = 414
-
-    def __init__(self, max_bytes: int) -> None:
-        super().__init__(f"The path and query are longer than {max_bytes} bytes")
-
-
-class UnsupportedMediaType(KeyplaneError):
-    status = 415
 
 
 class Unavailable(KeyplaneError):

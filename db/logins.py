@@ -10,19 +10,59 @@ ended are purged as new attempts come in, so the table holds only live counts.
 Usernames are never stored: the throttle and the audit trail see a keyed hash of
 the name (``crypto.Secrets.login_subject``), because people type passwords into
 username fields and unknown names are counted too.
+
+Sign-in (``POST /v1/auth/token``) and a password change both count an attempt here
+(``count_attempt``) and both end in a new token (``grant``).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import case, delete, literal, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from db import accounts, audit
+import db.session
+from db import accounts, audit, crypto
+from db.errors import TooManyRequests
 from db.models import LoginThrottle, User, UTCDateTime
+
+
+@dataclass(frozen=True)
+class SignIn:
+    """How long a user token lives, and how many password attempts a window allows."""
+
+    token_ttl: timedelta
+    max_attempts: int
+    window: timedelta
+
+
+def count_attempt(sign_in: SignIn, subject: str, refusal: str, now: datetime) -> None:
+    """One password attempt for ``subject``, counted in its own committed transaction
+    before the password is checked; past the limit, 429 with ``refusal``."""
+    with db.session.apart(writes=True) as session:
+        wait = admit(
+            session, subject, now=now, max_attempts=sign_in.max_attempts, window=sign_in.window
+        )
+    if wait is not None:
+        raise TooManyRequests(refusal, retry_after_seconds=wait)
+
+
+def grant(
+    sign_in: SignIn, secrets: crypto.Secrets, user_id: int, generation: int, now: datetime
+) -> dict[str, Any]:
+    """A new user token, as the token endpoint answers it (RFC 6749 §5.1)."""
+    ttl = sign_in.token_ttl
+    access_token = secrets.issue_user_token(user_id, ttl, now, generation)
+    return {
+        "access_token": access_token,
+        "token_type": "bearer",
+        "expires_in": int(ttl.total_seconds()),
+    }
 
 
 def admit(
@@ -80,14 +120,8 @@ def _audit(
     memberships = accounts.memberships_of(session, user.id) if user is not None else []
     account_ids: list[int | None] = [account.id for account, _ in memberships]
     for account_id in account_ids or [None]:
-        audit.record(
-            session,
-            account_id=account_id,
-            actor=actor,
-            action=action,
-            target=("user", user.id if user is not None else None),
-            # An unknown name is told only as a short keyed hash, so that repeated
-            # attempts on one name can be told apart from a spray over many.
-            changes=None if user is not None else {"username_hash": subject[:16]},
-            now=now,
-        )
+        # An unknown name is told only as a short keyed hash, so that repeated attempts
+        # on one name can be told apart from a spray over many.
+        changes = None if user is not None else {"username_hash": subject[:16]}
+        target = ("user", user.id if user is not None else None)
+        audit.record(session, account_id, actor, action, target, now, changes)

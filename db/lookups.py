@@ -38,7 +38,7 @@ from sqlalchemy.engine import URL, Dialect, make_url
 
 from db.engine import Limits, postgresql_server_settings
 from db.errors import Unavailable
-from db.models import ApiKey, ApiKeyPermission, Membership, Role, User
+from db.models import ApiKey, ApiKeyPermission, KeyStatus, Membership, Role, User, key_status
 
 UNAVAILABLE = "The database is unavailable or busy; try again shortly"
 
@@ -97,12 +97,9 @@ def judge(found: Found | None, required: Sequence[str], now: datetime) -> Code:
         grace_ends = found.previous_secret_expires_at
         if grace_ends is None or grace_ends <= now:
             return Code.NOT_FOUND
-    if found.revoked_at is not None:
-        return Code.REVOKED
-    if found.expires_at is not None and found.expires_at <= now:
-        return Code.EXPIRED
-    if not found.enabled:
-        return Code.DISABLED
+    status = key_status(found, now)
+    if status is not KeyStatus.ACTIVE:
+        return Code[status.name]  # REVOKED, EXPIRED, DISABLED
     if not set(required) <= set(found.permissions):
         return Code.INSUFFICIENT_PERMISSIONS
     return Code.VALID

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from sqlalchemy import (
     JSON,
     BigInteger,
+    ColumnElement,
     DateTime,
     Enum,
     ForeignKey,
@@ -19,7 +21,9 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    and_,
     false,
+    not_,
     true,
 )
 from sqlalchemy.engine import Dialect
@@ -190,13 +194,62 @@ class ApiKey(Base):
         return sorted(link.permission_id for link in self.permission_links)
 
     def status_at(self, now: datetime) -> KeyStatus:
-        if self.revoked_at is not None:
-            return KeyStatus.REVOKED
-        if self.expires_at is not None and self.expires_at <= now:
-            return KeyStatus.EXPIRED
-        if not self.enabled:
-            return KeyStatus.DISABLED
-        return KeyStatus.ACTIVE
+        return key_status(self, now)
+
+
+class KeyState(Protocol):
+    """What a key's status is judged from: a stored key, or one that verify read."""
+
+    @property
+    def revoked_at(self) -> datetime | None: ...
+    @property
+    def expires_at(self) -> datetime | None: ...
+    @property
+    def enabled(self) -> bool: ...
+
+
+# A key's status, the one rule every path uses (lists, both APIs, verify, the CLI):
+# the first of these that holds, in this order, else active. Each holds in Python (on a
+# key) and in SQL (as a list filter); the SQL reads NULL safely, so its negation is too.
+_STATUS_RULE: tuple[
+    tuple[
+        KeyStatus,
+        Callable[[KeyState, datetime], bool],
+        Callable[[datetime], ColumnElement[bool]],
+    ],
+    ...,
+] = (
+    (
+        KeyStatus.REVOKED,
+        lambda key, now: key.revoked_at is not None,
+        lambda now: ApiKey.revoked_at.is_not(None),
+    ),
+    (
+        KeyStatus.EXPIRED,
+        lambda key, now: key.expires_at is not None and key.expires_at <= now,
+        lambda now: and_(ApiKey.expires_at.is_not(None), ApiKey.expires_at <= now),
+    ),
+    (
+        KeyStatus.DISABLED,
+        lambda key, now: not key.enabled,
+        lambda now: ApiKey.enabled.is_(False),
+    ),
+)
+
+
+def key_status(key: KeyState, now: datetime) -> KeyStatus:
+    return next((status for status, holds, _ in _STATUS_RULE if holds(key, now)), KeyStatus.ACTIVE)
+
+
+def key_status_clause(status: KeyStatus, now: datetime) -> ColumnElement[bool]:
+    """``key_status(key, now) is status``, for a query: no earlier status holds, and
+    this one does (active: none does)."""
+    clauses: list[ColumnElement[bool]] = []
+    for candidate, _, holds in _STATUS_RULE:
+        if candidate is status:
+            return and_(*clauses, holds(now))
+        clauses.append(not_(holds(now)))
+    return and_(*clauses)
 
 
 class Permission(Base):

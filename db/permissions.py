@@ -62,12 +62,12 @@ def add(
         raise Conflict("Permission already exists") from None
     db.audit.record(
         session,
-        account_id=account_id,
-        actor=actor,
-        action="permission.added",
-        target=("permission", permission_id),
-        changes={"description": description},
-        now=now,
+        account_id,
+        actor,
+        "permission.added",
+        ("permission", permission_id),
+        now,
+        {"description": description},
     )
     return permission
 
@@ -91,12 +91,7 @@ def remove(
     session.delete(permission)
     session.flush()
     db.audit.record(
-        session,
-        account_id=account_id,
-        actor=actor,
-        action="permission.removed",
-        target=("permission", permission_id),
-        now=now,
+        session, account_id, actor, "permission.removed", ("permission", permission_id), now
     )
 
 

@@ -112,13 +112,7 @@ def replace(
         if getattr(before, field) != getattr(after, field)
     }
     db.audit.record(
-        session,
-        account_id=account_id,
-        actor=actor,
-        action="policy.updated",
-        target=("account", account_id),
-        changes=changes,
-        now=now,
+        session, account_id, actor, "policy.updated", ("account", account_id), now, changes
     )
     return after
 

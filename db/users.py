@@ -111,12 +111,5 @@ def set_password(
     # In each of the user's accounts: every admin who might wonder sees it.
     accounts = session.scalars(select(Membership.account_id).where(Membership.user_id == user_id))
     for account_id in accounts.all():
-        db.audit.record(
-            session,
-            account_id=account_id,
-            actor=actor,
-            action=action,
-            target=("user", user_id),
-            now=now,
-        )
+        db.audit.record(session, account_id, actor, action, ("user", user_id), now)
     return int(generation)

@@ -7,7 +7,7 @@ from typing import Any
 import db.policies
 import db.session
 from db.policies import Policy
-from handlers._context import current_actor, runtime
+from handlers.context import current_actor, runtime
 
 
 def get_policy() -> dict[str, Any]:

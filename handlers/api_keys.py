@@ -1,4 +1,4 @@
-"""``/v1/api-keys``: the v1 key lifecycle (seed 002's contract around PATCH)."""
+"""``/v1/api-keys``: the v1 key lifecycle (the v1 contract, around its PATCH)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import db.session
 from db.access import Actor
 from db.models import ApiKey, KeyStatus
 from db.timefmt import parse_rfc3339, rfc3339
-from handlers._context import current_actor, runtime
+from handlers.context import current_actor, runtime
 
 
 def _key_manager() -> Actor:
-    """Every operation here is for users: an API key principal is always 403 (DESIGN §2)."""
+    """Every operation here is for users: an API key never manages keys (403)."""
     return current_actor().require_user()
 
 
@@ -39,21 +39,16 @@ def list(  # noqa: A001 - the operationId is api_keys.list
 def create(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
     actor = _key_manager()
     current = runtime()
-    key, full_key = db.api_keys.issue(
-        db.session.current(),
-        current.secrets,
-        account_id=actor.account_id,
-        user_id=actor.user_id,
+    new = db.api_keys.NewKey(
         description=body.get("description"),
         expires_at=parse_rfc3339(body.get("expires_at"), ["body", "expires_at"]),
         permissions=body.get("permissions") or [],
-        actor=actor.audit_actor,
-        now=current.now(),
-        by_admin=actor.is_admin,
         external_id=body.get("external_id"),
         meta=body.get("meta"),
         enabled=body.get("enabled", True),
     )
+    session, caller = db.session.current(), actor.key_caller()
+    key, full_key = db.api_keys.issue(session, current.secrets, caller, new, current.now())
     return detail(key, full_key=full_key), 201
 
 
@@ -74,37 +69,12 @@ def update(item_id: int, body: dict[str, Any]) -> dict[str, Any]:
     for field in ("external_id", "meta", "enabled"):
         if field in body:
             changes[field] = body[field]
-    return read(change(actor, item_id, changes, by_admin=actor.is_admin))
-
-
-def change(actor: Actor, key_id: int, changes: dict[str, Any], *, by_admin: bool) -> ApiKey:
-    """A PATCH on either API. One that changes nothing is answered from a plain read,
-    apart from the request's transaction: it takes no lock (nor SQLite's write lock),
-    and two such PATCHes never wait on each other or on a writer. It is as if it ran at
-    that read; any other PATCH locks the key and writes (``db.api_keys.update``)."""
-    scope = actor.key_scope()
-    db.api_keys.check_changes(changes)
-    with db.session.apart(writes=False) as reading:
-        key = db.api_keys.find(reading, scope, key_id)
-    if db.api_keys.changes_nothing(key, changes):
-        return key
-    return db.api_keys.update(
-        db.session.current(),
-        scope,
-        key_id,
-        changes,
-        actor.audit_actor,
-        runtime().now(),
-        by_admin=by_admin,
-    )
+    return read(db.api_keys.change(actor.key_caller(), item_id, changes, runtime().now()))
 
 
 def revoke(item_id: int) -> dict[str, Any]:
-    actor = _key_manager()
-    key = db.api_keys.revoke(
-        db.session.current(), actor.key_scope(), item_id, actor.audit_actor, runtime().now()
-    )
-    return detail(key)
+    caller = _key_manager().key_caller()
+    return detail(db.api_keys.revoke(db.session.current(), caller, item_id, runtime().now()))
 
 
 def rotate(item_id: int, body: dict[str, Any]) -> dict[str, Any]:
@@ -114,23 +84,21 @@ def rotate(item_id: int, body: dict[str, Any]) -> dict[str, Any]:
     key, full_key = db.api_keys.rotate(
         db.session.current(),
         current.secrets,
-        actor.key_scope(),
+        actor.key_caller(),
         item_id,
+        current.now(),
         grace=timedelta(seconds=body.get("grace_period_seconds", 0)),
-        actor=actor.audit_actor,
-        now=current.now(),
         expires_at=(
             parse_rfc3339(body["expires_at"], ["body", "expires_at"])
             if "expires_at" in body
             else db.api_keys.UNSET
         ),
-        by_admin=actor.is_admin,
     )
     return detail(key, full_key=full_key)
 
 
 def read(key: ApiKey, *, full_key: str | None = None) -> dict[str, Any]:
-    """``APIKeyRecordRead``, exactly the fields seed 002 documents."""
+    """``APIKeyRecordRead``, exactly the fields the v1 contract documents."""
     return {
         "id": key.id,
         "key_prefix": key.key_prefix,

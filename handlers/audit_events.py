@@ -8,7 +8,7 @@ import db.audit
 import db.session
 from db.models import AuditEvent
 from db.timefmt import rfc3339
-from handlers._context import current_actor
+from handlers.context import current_actor
 
 
 def list(  # noqa: A001 - the operationId is audit_events.list

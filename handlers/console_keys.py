@@ -1,4 +1,4 @@
-"""``/apikeys``: seed 000's account console, on the same keys and rules as ``/v1``.
+"""``/apikeys``: the account console contract, on the same keys and rules as ``/v1``.
 
 Account administrators only; any API key principal is 403 ("API keys cannot update
 other API keys"). Errors are ``{"error": ...}`` (``keyplane.problems``).
@@ -11,12 +11,11 @@ from typing import Any
 import db.api_keys
 import db.pages
 import db.session
-import handlers.api_keys
 from db.access import Actor
 from db.errors import NotFound
 from db.models import ApiKey
 from db.timefmt import parse_rfc3339, rfc3339
-from handlers._context import current_actor, runtime
+from handlers.context import current_actor, runtime
 
 SUCCESS = {"success": True}
 ADMINS_ONLY = "Only account administrators can manage API keys"
@@ -42,22 +41,15 @@ def list(limit: int = 50, cursor: str | None = None) -> dict[str, Any]:  # noqa:
 def create(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
     actor = _console_admin()
     current = runtime()
-    key, full_key = db.api_keys.issue(
-        db.session.current(),
-        current.secrets,
-        account_id=actor.account_id,
-        user_id=actor.user_id,
-        description=body["description"],
-        expires_at=_expiry(body.get("expiresAt")),
-        permissions=body["flatPermissionsList"],
-        actor=actor.audit_actor,
-        now=current.now(),
-        by_admin=True,
+    new = db.api_keys.NewKey(
+        body["description"], _expiry(body.get("expiresAt")), body["flatPermissionsList"]
     )
+    session, caller = db.session.current(), actor.key_caller()
+    key, full_key = db.api_keys.issue(session, current.secrets, caller, new, current.now())
     return _shape(key, full_key=full_key), 201
 
 
-def get(id: str) -> dict[str, Any]:  # noqa: A002 - seed 000 names the path parameter id
+def get(id: str) -> dict[str, Any]:  # noqa: A002 - the console contract names it id
     return _shape(_find(_console_admin(), id))
 
 
@@ -69,19 +61,13 @@ def update(id: str, body: dict[str, Any]) -> dict[str, bool]:  # noqa: A002
     }
     if "expiresAt" in body:
         changes["expires_at"] = _expiry(body["expiresAt"])
-    handlers.api_keys.change(actor, _key_id(id), changes, by_admin=True)
+    db.api_keys.change(actor.key_caller(), _key_id(id), changes, runtime().now())
     return SUCCESS
 
 
 def revoke(id: str) -> dict[str, bool]:  # noqa: A002
-    actor = _console_admin()
-    db.api_keys.revoke(
-        db.session.current(),
-        actor.key_scope(),
-        _key_id(id),
-        actor.audit_actor,
-        runtime().now(),
-    )
+    caller = _console_admin().key_caller()
+    db.api_keys.revoke(db.session.current(), caller, _key_id(id), runtime().now())
     return SUCCESS
 
 
@@ -101,7 +87,7 @@ def _key_id(raw_id: str) -> int:
 
 
 def _expiry(value: str | None) -> Any:
-    """``null`` and ``""`` both mean "never expires" (seed 000)."""
+    """``null`` and ``""`` both mean "never expires" (the console contract)."""
     return parse_rfc3339(value or None, ["body", "expiresAt"])
 
 

@@ -16,7 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 import db.heartbeat
 import db.migrate
 import db.session
-from handlers._context import runtime
+from handlers.context import runtime
 
 
 async def live() -> dict[str, str]:
@@ -29,7 +29,7 @@ async def ready() -> tuple[dict[str, Any], int]:
         reason = await asyncio.wait_for(
             to_thread.run_sync(_check, abandon_on_cancel=True),
             # Well within the request's budget: a probe wants an answer, not a hang.
-            timeout=runtime().settings.request_timeout_seconds / 2,
+            timeout=runtime().request_timeout_seconds / 2,
         )
     except TimeoutError:
         reason = "the database does not answer in time"

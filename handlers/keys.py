@@ -1,7 +1,7 @@
 """``/v1/keys/verify``: is this key good, and may it do this? The key is the credential.
 
 The data plane's one operation: ``async``, one lookup through the worker's key reader
-(``db.verification``), no request transaction and no write.
+(``db.lookups``), no request transaction and no write.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from prometheus_client import Counter
 from db import crypto
 from db.lookups import Code, Found, judge
 from db.timefmt import rfc3339
-from handlers._context import runtime
+from handlers.context import runtime
 
 VERIFICATIONS = Counter("keyplane_verifications_total", "Verify outcomes", ["code"])
 

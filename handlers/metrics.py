@@ -12,14 +12,14 @@ import os
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest, multiprocess
 
 from db.errors import NotFound
-from handlers._context import runtime
+from handlers.context import runtime
 
 # The classic text format generate_latest() writes (the spec names this media type).
 CONTENT_TYPE = "text/plain; version=0.0.4"
 
 
 def get() -> tuple[bytes, int, dict[str, str]]:
-    if runtime().settings.metrics != "on":
+    if not runtime().metrics_here:
         raise NotFound("Metrics are not served here")
     return generate_latest(registry()), 200, {"Content-Type": CONTENT_TYPE}
 

@@ -8,7 +8,7 @@ import db.permissions
 import db.session
 from db.models import Permission
 from db.timefmt import rfc3339
-from handlers._context import current_actor, runtime
+from handlers.context import current_actor, runtime
 
 USERS_ONLY = "API keys cannot manage permissions"
 

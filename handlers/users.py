@@ -11,12 +11,12 @@ import db.users
 from db.errors import Conflict, Forbidden
 from db.models import Membership, Role, User
 from db.timefmt import rfc3339
-from handlers._context import current_actor, current_principal, runtime
-from handlers.auth import NO_STORE, count_attempt, grant
+from handlers.context import NO_STORE, current_actor, current_principal, runtime
 
 USERS_ONLY = "API keys cannot manage users"
 
 
+# An answer that carries a token (RFC 6749 §5.1).
 def me() -> dict[str, Any]:
     principal = current_principal().require_user(USERS_ONLY)
     session = db.session.current()
@@ -66,7 +66,9 @@ def change_password(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str
         user = db.users.active(session, principal.user_id)
     assert user is not None  # authentication found the user active
     subject = current.secrets.login_subject(user.username)
-    count_attempt(subject, "Too many wrong passwords; try again later")
+    db.logins.count_attempt(
+        current.sign_in, subject, "Too many wrong passwords; try again later", now
+    )
     if not current.passwords.verify(user.password_hash, body["current_password"]):
         with db.session.apart(writes=True) as session:
             db.logins.failed(session, subject, user, now)
@@ -81,7 +83,11 @@ def change_password(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str
         action="user.password_changed",
         now=now,
     )
-    return grant(user.id, generation), 200, NO_STORE
+    return (
+        db.logins.grant(current.sign_in, current.secrets, user.id, generation, now),
+        200,
+        NO_STORE,
+    )
 
 
 def reset_password(user_id: int, body: dict[str, Any]) -> tuple[None, int]:

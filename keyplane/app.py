@@ -15,8 +15,9 @@ scaled apart from management. Handlers don't know which app serves them.
 
 from __future__ import annotations
 
+import inspect
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -34,23 +35,25 @@ from connexion.middleware import ConnexionMiddleware, MiddlewarePosition
 from connexion.middleware.swagger_ui import SwaggerUIMiddleware
 from connexion.options import SwaggerUIOptions
 from connexion.spec import Specification
+from connexion.utils import get_function_from_name
 from sqlalchemy import Engine, QueuePool
 from starlette.testclient import TestClient
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from db.crypto import PasswordHashing, Secrets
 from db.engine import make_engine
+from db.logins import SignIn
 from db.lookups import lookups_for
 from db.session import Sessions
-from db.settings import Settings
 from db.usage import Usage
-from handlers._context import Runtime
+from handlers.context import Runtime
 from keyplane.background import Flusher
 from keyplane.deadline import Deadline
 from keyplane.guards import DocsPages, Guards
 from keyplane.middleware import RequestScope
 from keyplane.problems import Problems, error_response, timed_out
 from keyplane.requestlog import RequestLog
+from keyplane.settings import Settings
 from keyplane.transactions import UnitOfWorkResolver
 from keyplane.validation import VALIDATORS
 
@@ -62,7 +65,37 @@ SPEC_PATH = (
     else Path(__file__).resolve().parent / "openapi" / "swagger.yaml"
 )
 HANDLERS = "handlers"  # operationId `api_keys.update` is handlers/api_keys.py:update
-DATA_PLANE_PATHS = frozenset({"/v1/keys/verify", "/healthz", "/readyz"})
+
+
+@dataclass(frozen=True)
+class Contract:
+    """The spec, read once per app: as written, for each plane's Connexion API (and for
+    ``/openapi.json``), and resolved, for the routes, the error shapes and the planes.
+
+    The data plane is every path whose handlers are ``async``: the handlers say it, once
+    (``UnitOfWorkResolver`` gives them no request transaction for the same reason).
+    """
+
+    written: dict[str, Any]
+    resolved: Specification
+    data_paths: frozenset[str]
+
+    @classmethod
+    def load(cls, path: Path = SPEC_PATH) -> Contract:
+        written = yaml.safe_load(path.read_text())
+        resolved = Specification.from_dict(written)
+        by_path: dict[str, list[bool]] = {}
+        for path_name, _, operation in _operations(resolved):
+            handler = get_function_from_name(f"{HANDLERS}.{operation['operationId']}")
+            is_async = inspect.iscoroutinefunction(handler)
+            by_path.setdefault(path_name, []).append(is_async)
+        data_paths = frozenset(name for name, flags in by_path.items() if all(flags))
+        return cls(written, resolved, data_paths)
+
+    def data_plane(self) -> dict[str, Any]:
+        """The spec as written, with the data plane's paths only."""
+        paths = self.written["paths"]
+        return self.written | {"paths": {name: paths[name] for name in sorted(self.data_paths)}}
 
 
 @dataclass
@@ -82,11 +115,18 @@ class Service:
         engine = make_engine(settings.database_url, limits)
         sessions = Sessions.of(engine)
         runtime = Runtime(
-            settings=settings,
             secrets=Secrets.derive(settings.secret_key, settings.previous_secret_keys),
             lookups=lookups_for(settings.database_url, limits),
             usage=Usage(timedelta(seconds=settings.last_used_resolution_seconds)),
             passwords=PasswordHashing(settings.password_hashes, settings.password_wait_seconds),
+            sign_in=SignIn(
+                token_ttl=timedelta(seconds=settings.token_ttl_seconds),
+                max_attempts=settings.login_max_failures,
+                window=timedelta(seconds=settings.login_window_seconds),
+            ),
+            request_timeout_seconds=settings.request_timeout_seconds,
+            metrics_here=settings.metrics == "on",
+            metrics_token=settings.metrics_token,
         )
         flusher = Flusher(runtime.usage, sessions, settings.last_used_resolution_seconds)
         return cls(settings, engine, sessions, runtime, flusher)
@@ -112,10 +152,13 @@ class Service:
 class Keyplane:
     """The one ASGI entry point: data-plane paths to the data plane, the rest to control."""
 
-    def __init__(self, service: Service, data: ASGIApp, control: ASGIApp | None) -> None:
+    def __init__(
+        self, service: Service, contract: Contract, data: ASGIApp, control: ASGIApp | None
+    ) -> None:
         self.service = service
         self._data = data
         self._control = control
+        self._data_paths = contract.data_paths
         settings = service.settings
         guarded = Guards(
             DocsPages(self._dispatch),
@@ -125,7 +168,7 @@ class Keyplane:
         )
         self._app = RequestLog(
             guarded,
-            routes=_routes(Specification.load(SPEC_PATH)),
+            routes=_routes(contract.resolved),
             pool_in_use=_pool_in_use(service.engine),
         )
 
@@ -136,7 +179,7 @@ class Keyplane:
             await self._app(scope, receive, send)
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self._control is None or scope["path"] in DATA_PLANE_PATHS:
+        if self._control is None or scope["path"] in self._data_paths:
             await self._data(scope, receive, send)
         else:
             await self._control(scope, receive, send)
@@ -160,26 +203,33 @@ class Keyplane:
 def create_app(settings: Settings | None = None) -> Keyplane:
     """Both planes, as ``keyplane serve`` runs them."""
     service = Service.build(settings or Settings.from_env())
+    contract = Contract.load()
     return Keyplane(
-        service, data=_data_plane(service, alone=False), control=_control_plane(service)
+        service,
+        contract,
+        data=_data_plane(service, contract, alone=False),
+        control=_control_plane(service, contract),
     )
 
 
 def create_data_app(settings: Settings | None = None) -> Keyplane:
     """The data plane alone (``keyplane serve --plane data``)."""
     service = Service.build(settings or Settings.from_env())
-    return Keyplane(service, data=_data_plane(service, alone=True), control=None)
+    contract = Contract.load()
+    return Keyplane(
+        service, contract, data=_data_plane(service, contract, alone=True), control=None
+    )
 
 
-def _control_plane(service: Service) -> ASGIApp:
+def _control_plane(service: Service, contract: Contract) -> ASGIApp:
     # JSON as the data plane writes it: compact, in the handler's order. Connexion's
     # Flask default indents it, which takes Python's slow, pure-Python encoder.
-    app = FlaskApp(__name__, specification_dir=SPEC_PATH.parent, jsonifier=Jsonifier(json))
+    app = FlaskApp(__name__, jsonifier=Jsonifier(json))
     # Exceptions from handlers reach Connexion's error handlers (one place shapes them)
     # instead of Flask's generic 500 page.
     app.app.config["PROPAGATE_EXCEPTIONS"] = True
     app.add_api(
-        SPEC_PATH.name,
+        contract.written,
         resolver=UnitOfWorkResolver(HANDLERS),
         strict_validation=True,
         validate_responses=service.settings.validate_responses,
@@ -194,11 +244,11 @@ def _control_plane(service: Service) -> ASGIApp:
         app.app.wsgi_app, workers=service.settings.threads
     )
     _add_request_scope(app, service)
-    Problems(Specification.load(SPEC_PATH)).register(app)
+    Problems(contract.resolved).register(app)
     return Deadline(app, seconds=service.settings.request_timeout_seconds, timed_out=timed_out)
 
 
-def _data_plane(service: Service, *, alone: bool) -> ASGIApp:
+def _data_plane(service: Service, contract: Contract, *, alone: bool) -> ASGIApp:
     # Beside the control plane, which serves the spec and the UI, the data plane gets
     # only its own paths: Connexion's Swagger UI middleware would only match each
     # request against its routes first. Alone, it serves its spec (``/openapi.json``).
@@ -211,10 +261,8 @@ def _data_plane(service: Service, *, alone: bool) -> ASGIApp:
         ],
     )
     app._middleware_app.api_cls = _AsyncApi
-    spec = yaml.safe_load(SPEC_PATH.read_text())
-    spec["paths"] = {path: spec["paths"][path] for path in sorted(DATA_PLANE_PATHS)}
     app.add_api(
-        spec,
+        contract.data_plane(),
         resolver=UnitOfWorkResolver(HANDLERS),
         strict_validation=True,
         validate_responses=service.settings.validate_responses,
@@ -222,7 +270,7 @@ def _data_plane(service: Service, *, alone: bool) -> ASGIApp:
         swagger_ui_options=SwaggerUIOptions(swagger_ui=False),
     )
     _add_request_scope(app, service)
-    Problems(Specification.load(SPEC_PATH)).register(app)
+    Problems(contract.resolved).register(app)
     return cast(ASGIApp, app)
 
 
@@ -278,10 +326,15 @@ def _routes(spec: Specification) -> dict[str, str]:
     """``operationId METHOD /template`` by the name Connexion resolves the operation to."""
     return {
         f"{HANDLERS}.{op['operationId']}": f"{op['operationId']} {method.upper()} {path}"
-        for path, item in spec["paths"].items()
-        for method, op in item.items()
-        if isinstance(op, dict) and "operationId" in op
+        for path, method, op in _operations(spec)
     }
+
+
+def _operations(spec: Specification) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            if isinstance(operation, dict) and "operationId" in operation:
+                yield path, method, operation
 
 
 def _only_requests_connexion_routed() -> None:

@@ -46,6 +46,10 @@ class Flusher:
             # The database is busy or away: the notes wait for the next round.
             logger.warning("key use not written yet (%s); will retry", type(error).__name__)
             self.usage.give_back(notes)
+        except Exception:
+            # A bug: said loudly, and the thread lives on, so later notes are written.
+            logger.exception("key use not written: unexpected error; will retry")
+            self.usage.give_back(notes)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from sqlalchemy import Connection, Engine
@@ -39,8 +39,8 @@ from db import crypto
 from db.engine import make_engine
 from db.errors import KeyplaneError, NotFound
 from db.models import Account, ApiKey, Role, User
-from db.settings import Settings, SettingsError
 from db.timefmt import rfc3339
+from keyplane.settings import Settings, SettingsError
 
 # Applied by uvicorn in every worker: request lines (JSON) on stdout, the rest on stderr.
 LOG_CONFIG = {
@@ -111,6 +111,11 @@ class Operator:
     def account(self, session: Session, account_id: int) -> Account:
         return db.accounts.get(session, account_id)
 
+    def user_and_account(self, session: Session, username: str, account_id: int) -> User:
+        """The user, once the account is known to exist (an unknown one is said first)."""
+        self.account(session, account_id)
+        return self.user(session, username)
+
 
 def _settings(with_secret: bool = False) -> Settings:
     try:
@@ -132,9 +137,17 @@ def _operator(*, existing: bool) -> Iterator[Operator]:
                 f"no database at {Path(path).resolve()} (KEYPLANE_DATABASE_URL); "
                 "create one with `keyplane db upgrade` or `keyplane serve`"
             )
+    with _database(settings) as engine:
+        yield Operator(settings, engine)
+
+
+@contextlib.contextmanager
+def _database(settings: Settings) -> Iterator[Engine]:
+    """An engine for the command; what fails in it is one line (``Failure``), never a
+    traceback."""
     engine = make_engine(settings.database_url)
     try:
-        yield Operator(settings, engine)
+        yield engine
     except KeyplaneError as error:
         raise Failure(error.message) from None
     except DBAPIError as error:
@@ -174,6 +187,9 @@ def _emit(as_json: bool, data: dict[str, Any], text: str) -> None:
 
 
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
+ACCOUNT_OPTION = click.option("--account", "account_id", type=int, required=True, metavar="ID")
+ROLES = click.Choice([role.value for role in Role])
+T = TypeVar("T")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -196,15 +212,8 @@ def serve(host: str, port: int, workers: int, plane: str) -> None:
     """Migrate the database and serve the API (Swagger UI at /ui/)."""
     # Only the server needs the secret (and, on SQLite, makes it on first start).
     settings = _settings(with_secret=True)
-    engine = make_engine(settings.database_url)
-    try:
+    with _database(settings) as engine:
         _serve(engine, settings, host, port, workers, plane)
-    except KeyplaneError as error:
-        raise Failure(error.message) from None
-    except DBAPIError as error:
-        raise Failure(_database_trouble(engine, error)) from None
-    finally:
-        engine.dispose()
 
 
 @main.command("create-account")
@@ -233,7 +242,7 @@ def keys() -> None:
 
 
 @keys.command("list")
-@click.option("--account", "account_id", type=int, required=True, metavar="ID")
+@ACCOUNT_OPTION
 @JSON_OPTION
 @operator_command()
 def list_keys(operator: Operator, account_id: int, as_json: bool) -> None:
@@ -265,9 +274,7 @@ def list_keys(operator: Operator, account_id: int, as_json: bool) -> None:
 def revoke_key(operator: Operator, key_id: int, as_json: bool) -> None:
     """Revoke a key of any account, at once and for good (audited as the operator)."""
     with operator.session(writes=True) as session:
-        key = db.api_keys.revoke(
-            session, db.api_keys.Scope.everything(), key_id, db.audit.OPERATOR, _now()
-        )
+        key = db.api_keys.revoke(session, db.api_keys.Caller.operator(), key_id, _now())
     line = _key_line(key)
     _emit(as_json, line, "revoked " + _key_text(line))
 
@@ -299,50 +306,44 @@ def set_password(operator: Operator, username: str) -> None:
 
 @users.command("add")
 @click.argument("username")
-@click.option("--account", "account_id", type=int, required=True, metavar="ID")
-@click.option("--role", type=click.Choice([r.value for r in Role]), default="member")
+@ACCOUNT_OPTION
+@click.option("--role", type=ROLES, default="member")
 @operator_command()
 def add_user(operator: Operator, username: str, account_id: int, role: str) -> None:
     """Add an existing user to an account (their keys there stay as they were: a removed
     member's keys stay off)."""
-    with operator.session(writes=True) as session:
-        operator.account(session, account_id)
-        user = operator.user(session, username)
-        db.accounts.add_member(
-            session, account_id, user.id, Role(role), actor=db.audit.OPERATOR, now=_now()
-        )
+    _membership(operator, username, account_id, db.accounts.add_member, Role(role))
     click.echo(f"added {username!r} to account {account_id} as {role}")
 
 
 @users.command("set-role")
 @click.argument("username")
-@click.option("--account", "account_id", type=int, required=True, metavar="ID")
-@click.option("--role", type=click.Choice([r.value for r in Role]), required=True)
+@ACCOUNT_OPTION
+@click.option("--role", type=ROLES, required=True)
 @operator_command()
 def set_role(operator: Operator, username: str, account_id: int, role: str) -> None:
     """Make a member admin, or an admin member (an account keeps at least one admin)."""
-    with operator.session(writes=True) as session:
-        operator.account(session, account_id)
-        user = operator.user(session, username)
-        db.accounts.set_role(
-            session, account_id, user.id, Role(role), actor=db.audit.OPERATOR, now=_now()
-        )
+    _membership(operator, username, account_id, db.accounts.set_role, Role(role))
     click.echo(f"{username!r} is {role} of account {account_id}")
 
 
 @users.command("remove")
 @click.argument("username")
-@click.option("--account", "account_id", type=int, required=True, metavar="ID")
+@ACCOUNT_OPTION
 @operator_command()
 def remove_user(operator: Operator, username: str, account_id: int) -> None:
     """Remove a user from an account; their keys there are switched off at once."""
-    with operator.session(writes=True) as session:
-        operator.account(session, account_id)
-        user = operator.user(session, username)
-        disabled = db.accounts.remove_member(
-            session, account_id, user.id, actor=db.audit.OPERATOR, now=_now()
-        )
+    disabled = _membership(operator, username, account_id, db.accounts.remove_member)
     click.echo(f"removed {username!r} from account {account_id}; switched off {disabled} keys")
+
+
+def _membership(
+    operator: Operator, username: str, account_id: int, change: Callable[..., T], *args: Any
+) -> T:
+    """A change to a user's membership of an account, made and audited as the operator."""
+    with operator.session(writes=True) as session:
+        user = operator.user_and_account(session, username, account_id)
+        return change(session, account_id, user.id, *args, actor=db.audit.OPERATOR, now=_now())
 
 
 @users.command("deactivate")
@@ -463,7 +464,7 @@ def _run_server(settings: Settings, host: str, port: int, workers: int, plane: s
         host=host,
         port=port,
         workers=workers,
-        access_log=False,  # keyplane.requests writes one JSON line per request instead
+        access_log=False,  # the request log (keyplane/requestlog.py) writes one JSON line instead
         http="keyplane.protocol:HttpProtocol",  # with a limit on slow headers
         # Longer than load balancers keep idle connections (60 s on AWS's), so that the
         # server never closes one under a request that is already on its way.

@@ -31,13 +31,7 @@ from collections.abc import Callable
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from db.errors import (
-    KeyplaneError,
-    PayloadTooLarge,
-    RequestTimeout,
-    UnsupportedMediaType,
-    UriTooLong,
-)
+from db.errors import KeyplaneError
 
 # No id or parameter of the API comes close; Python could not even parse a longer number.
 MAX_URL_BYTES = 2048
@@ -48,6 +42,15 @@ DOCS_PAGES = "/ui"
 # After these, the rest of the request (an unread body) could be taken for the next
 # one: the connection ends with the answer.
 _CLOSE_AFTER = {408, 413}
+
+
+class Refused(KeyplaneError):
+    """A request refused before any work (408, 413, 414, 415), shaped per surface like
+    every error (``keyplane.problems``)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class Guards:
@@ -98,24 +101,27 @@ class Guards:
 
     def _refusal(self, scope: Scope) -> KeyplaneError | None:
         if len(scope.get("raw_path", b"")) + len(scope.get("query_string", b"")) > MAX_URL_BYTES:
-            return UriTooLong(MAX_URL_BYTES)
+            return Refused(414, f"The path and query are longer than {MAX_URL_BYTES} bytes")
         headers = Headers(scope=scope)
         length = headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
-            return PayloadTooLarge(self.max_body_bytes)
+            return self._too_large()
         has_body = (length is not None and int(length) > 0) or "transfer-encoding" in headers
         content_type = headers.get("content-type")
         if content_type is None:
-            return UnsupportedMediaType("A body needs a Content-Type") if has_body else None
+            return Refused(415, "A body needs a Content-Type") if has_body else None
         media_type, _, parameters = content_type.partition(";")
         media_type = media_type.strip().lower()
         charset = _charset(parameters)
         if media_type.endswith("json") and charset not in (None, "utf-8", "utf8"):
-            return UnsupportedMediaType("JSON is UTF-8")
+            return Refused(415, "JSON is UTF-8")
         # Connexion matches media types as written: give it their one true (lower) case.
         normalized = media_type + (";" + parameters if parameters else "")
         MutableHeaders(scope=scope)["content-type"] = normalized
         return None
+
+    def _too_large(self) -> Refused:
+        return Refused(413, f"The request body is larger than {self.max_body_bytes} bytes")
 
     def _limited(self, receive: Receive) -> Receive:
         received, complete = 0, False
@@ -129,10 +135,13 @@ class Guards:
                 async with asyncio.timeout(max(deadline - time.monotonic(), 0)):
                     message = await receive()
             except TimeoutError:
-                raise RequestTimeout(self.body_timeout_seconds) from None
+                raise Refused(
+                    408,
+                    f"The request body did not arrive within {self.body_timeout_seconds:g} seconds",
+                ) from None
             received += len(message.get("body", b""))
             if received > self.max_body_bytes:
-                raise PayloadTooLarge(self.max_body_bytes)
+                raise self._too_large()
             complete = not message.get("more_body", False)
             return message
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 import db.session
-from handlers import _context
+from handlers import context
 
 
 class RequestScope:
@@ -18,7 +18,7 @@ class RequestScope:
     """
 
     def __init__(
-        self, app: ASGIApp, *, runtime: _context.Runtime, sessions: db.session.Sessions
+        self, app: ASGIApp, *, runtime: context.Runtime, sessions: db.session.Sessions
     ) -> None:
         self.app = app
         self.runtime = runtime
@@ -29,11 +29,11 @@ class RequestScope:
             await self.app(scope, receive, send)
             return
         routing = scope.get("extensions", {}).get("connexion_routing", {})
-        _context.note(operation_id=routing.get("operation_id"))
-        runtime_token = _context.bind(self.runtime)
+        context.note(operation_id=routing.get("operation_id"))
+        runtime_token = context.bind(self.runtime)
         sessions_token = db.session.use(self.sessions)
         try:
             await self.app(scope, receive, send)
         finally:
             db.session.unuse(sessions_token)
-            _context.unbind(runtime_token)
+            context.unbind(runtime_token)

@@ -2,9 +2,9 @@
 
 * v1 (``/v1/...``, and anything outside the console): FastAPI's shapes, 422
   ``{"detail": [{"loc", "msg", "type"}]}`` for validation, ``{"detail": "..."}`` else.
-* console (``/apikeys...``, seed 000): ``{"error": "..."}``, validation is a 400.
+* console (``/apikeys...``, the console contract): ``{"error": "..."}``, validation is a 400.
 
-Also repairs two Connexion habits (CONNEXION-NOTES.md): an integer path parameter
+Also repairs two habits of Connexion 3: an integer path parameter
 that does not parse is a routing 404 there, a 422 here; and 405 answers list the
 methods the spec declares for the path in ``Allow``.
 """

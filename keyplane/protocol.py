@@ -16,7 +16,7 @@ import json
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from db.settings import Settings
+from keyplane.settings import Settings
 
 _TOO_SLOW = json.dumps({"detail": "The request headers did not arrive in time"}).encode()
 

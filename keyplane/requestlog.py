@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from handlers import _context
+from handlers import context
 from keyplane import metrics
 
 logger = logging.getLogger("keyplane.requests")
@@ -43,7 +43,7 @@ class RequestLog:
             return
         given = Headers(scope=scope).get("x-request-id", "")
         request_id = given if _ACCEPTABLE_ID.match(given) else uuid.uuid4().hex
-        facts, token = _context.start_facts()
+        facts, token = context.start_facts()
         status = 500
         started = time.perf_counter()
 
@@ -57,7 +57,7 @@ class RequestLog:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            _context.end_facts(token)
+            context.end_facts(token)
             duration = time.perf_counter() - started
             operation, _, route = self.routes.get(facts.operation_id or "", "").partition(" ")
             metrics.REQUESTS.labels(operation or "unmatched", str(status)).inc()

@@ -15,7 +15,7 @@ from typing import Any
 from starlette.requests import Request
 
 import db.access
-from handlers._context import note, runtime
+from handlers.context import note, runtime
 
 
 async def bearer_info(token: str, request: Request) -> dict[str, Any]:
@@ -43,10 +43,10 @@ async def _authenticate(http_request: Request) -> dict[str, Any]:
 
 def metrics_token_info(token: str) -> dict[str, Any] | None:
     """``/metrics`` on the API's port is for ``KEYPLANE_METRICS_TOKEN`` only (none: nobody)."""
-    settings = runtime().settings
-    if settings.metrics != "on":
+    current = runtime()
+    if not current.metrics_here:
         return {"sub": "metrics"}  # not served here: the handler answers 404
-    expected = settings.metrics_token
+    expected = current.metrics_token
     if expected and hmac.compare_digest(token.encode(), expected.encode()):
         return {"sub": "metrics"}
     return None

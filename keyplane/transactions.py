@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 import db.authority
 import db.session
 from db.errors import KeyplaneError, Unavailable
-from handlers._context import claimed_principal
+from handlers.context import claimed_principal
 from keyplane import deadline
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})

@@ -25,8 +25,8 @@ import db.migrate
 from db.crypto import Secrets
 from db.engine import make_engine
 from db.models import Base
-from db.settings import Settings
 from keyplane.app import Keyplane, create_app
+from keyplane.settings import Settings
 from tests.factories import Factory
 
 POSTGRES_ADMIN_URL = os.environ.get(

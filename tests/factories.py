@@ -96,17 +96,11 @@ class Factory:
         permissions: tuple[str, ...] = (),
     ) -> tuple[ApiKey, str]:
         with self.sessions() as session, session.begin():
-            return db.api_keys.issue(
-                session,
-                self.secrets,
-                account_id=account.id,
-                user_id=user.id,
-                description=description,
-                expires_at=expires_at,
-                permissions=list(permissions),
-                actor=db.audit.Actor.user(user.id),
-                now=datetime.now(UTC),
+            owner = db.api_keys.Caller(
+                db.api_keys.Scope(account.id), db.audit.Actor.user(user.id), user.id
             )
+            new = db.api_keys.NewKey(description, expires_at, permissions)
+            return db.api_keys.issue(session, self.secrets, owner, new, datetime.now(UTC))
 
     def stored_key(self, key_id: int) -> ApiKey | None:
         with self.sessions() as session:

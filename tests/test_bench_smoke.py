@@ -9,7 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import POSTGRES_ADMIN_URL
+
+pytestmark = pytest.mark.slow  # a live server, a subprocess or a browser
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 

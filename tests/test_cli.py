@@ -23,6 +23,8 @@ from tests.conftest import TEST_SECRET
 from tests.factories import Factory
 from tests.servers import KEYPLANE, keyplane_env, serving, wait_until_up
 
+pytestmark = pytest.mark.slow  # a live server, a subprocess or a browser
+
 
 def test_create_account_migrates_a_brand_new_database_and_prints_ids(fresh_database_url):
     result = subprocess.run(

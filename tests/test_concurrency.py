@@ -30,6 +30,8 @@ from tests.live import (
     timed,
 )
 
+pytestmark = pytest.mark.slow  # a live server, a subprocess or a browser
+
 # The mixed-traffic soak: 30 s by default; longer with KEYPLANE_SOAK_SECONDS.
 SOAK_SECONDS = float(os.environ.get("KEYPLANE_SOAK_SECONDS", "30"))
 LOGIN_LIMIT = 10

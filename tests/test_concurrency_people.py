@@ -15,6 +15,8 @@ import pytest
 
 from tests.live import Answer, Live, live_server, run
 
+pytestmark = pytest.mark.slow  # a live server, a subprocess or a browser
+
 
 @pytest.fixture(scope="module")
 def live(module_database_url):

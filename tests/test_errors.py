@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import Connection
 
 from db.models import Role
-from db.settings import Settings
 from keyplane.app import create_app
+from keyplane.settings import Settings
 from tests.conftest import TEST_SECRET
 from tests.factories import PASSWORD
 from tests.servers import free_port

@@ -19,6 +19,8 @@ from db.engine import make_engine
 from tests.faults import Proxy, descendants, disk_full, largest_file
 from tests.live import Live, live_server
 
+pytestmark = pytest.mark.slow  # a live server, a subprocess or a browser
+
 BUDGET = 5.0
 SLACK = 0.75  # scheduling on a shared 2-core machine
 

@@ -17,7 +17,10 @@ import pytest
 
 from keyplane.app import SPEC_PATH
 from tests.conftest import TEST_SECRET
+from tests.docblocks import block
 from tests.servers import KEYPLANE, keyplane_env, serving, wait_until_up
+
+pytestmark = pytest.mark.slow  # a live server, a subprocess or a browser
 
 PASSWORD = "generated-client-password"
 
@@ -89,7 +92,7 @@ def test_the_generated_client_drives_the_lifecycle_on_both_surfaces(
             verdict = verify_api.sync(client=anonymous, body=models.VerifyRequest(key=full_key))
             return str(verdict.code)
 
-        # v1: create, the seed 002 PATCH, get, rotate, revoke.
+        # v1: create, the v1 contract's PATCH, get, rotate, revoke.
         created = create_api.sync(
             client=api,
             body=models.APIKeyRecordCreate(
@@ -112,7 +115,7 @@ def test_the_generated_client_drives_the_lifecycle_on_both_surfaces(
         assert revoke_api.sync(created.id, client=api).status == "revoked"
         assert verify(rotated.full_key) == "REVOKED"
 
-        # The console (seed 000), on the same records.
+        # The console (the console contract), on the same records.
         console_key = console_create.sync(
             client=api,
             body=models.ApiKeyInput(
@@ -133,3 +136,24 @@ def test_the_generated_client_drives_the_lifecycle_on_both_surfaces(
         assert get_api.sync(console_key.id, client=api).description == "string"
         assert console_revoke.sync(str(console_key.id), client=api).success is True
         assert verify(console_key.full_key) == "REVOKED"
+
+
+def test_the_api_guides_example_runs_as_written(client_package, fresh_database_url):
+    """The generated client's example in docs/api.md, against a first start's admin."""
+    example = block("docs/api.md", "A generated client", "python")
+    root = next(path for path in sys.path if (Path(path) / client_package).is_dir())
+    env = keyplane_env(
+        fresh_database_url, KEYPLANE_SECRET_KEY=TEST_SECRET, KEYPLANE_ADMIN_PASSWORD=PASSWORD
+    )
+    with serving(env) as (base, _):
+        wait_until_up(base)
+        done = subprocess.run(
+            [sys.executable, "-c", example],
+            env=env | {"PORT": base.rsplit(":", 1)[1], "PYTHONPATH": root},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "VALID"

@@ -23,6 +23,8 @@ import pytest
 from tests.live import PASSWORD, Live, live_server
 from tests.servers import KEYPLANE
 
+pytestmark = pytest.mark.slow  # a live server, a subprocess or a browser
+
 # Authentication runs as soon as the headers arrive; this is long enough for it.
 SETTLE_SECONDS = 0.5
 
@@ -110,7 +112,7 @@ def _hold_admin_writes(live: Live, token: str, *, target_id: int, key_id: int) -
         hold("POST", "/v1/api-keys", {"description": "held create"}),
         hold("PATCH", f"/v1/api-keys/{key_id}", {"description": "held change"}),
         hold("POST", f"/v1/api-keys/{key_id}/rotate", {"grace_period_seconds": 0}),
-        # The account console (seed 000).
+        # The account console (the console contract).
         hold("POST", "/apikeys", {"description": "held console create", "flatPermissionsList": []}),
         hold(
             "PATCH",

@@ -395,11 +395,13 @@ def _raw(live, data: bytes, then: bytes = b"", pause: float = 0.0) -> bytes:
     return b"".join(chunks)
 
 
+@pytest.mark.slow
 def test_cr_lf_in_a_header_is_a_400(live):
     answer = _raw(live, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Evil: a\rb\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 400")
 
 
+@pytest.mark.slow
 def test_headers_that_trickle_are_cut_off_with_a_408(live):
     started = time.monotonic()
     answer = _raw(live, b"GET /healthz HTTP/1.1\r\nHost: x\r\n", b"X-Late: 1\r\n\r\n", 3)
@@ -407,6 +409,7 @@ def test_headers_that_trickle_are_cut_off_with_a_408(live):
     assert time.monotonic() - started < 5
 
 
+@pytest.mark.slow
 def test_a_body_that_trickles_is_cut_off_with_a_408(live):
     body = json.dumps({"key": "kp_slow"}).encode()
     head = (

@@ -14,7 +14,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.live import live_server
+
+pytestmark = pytest.mark.slow  # a live server, a subprocess or a browser
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 EXAMPLES = os.environ.get("KEYPLANE_FUZZ_EXAMPLES", "30")

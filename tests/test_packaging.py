@@ -13,6 +13,8 @@ import pytest
 from tests.conftest import TEST_SECRET
 from tests.servers import free_port, wait_until_up
 
+pytestmark = pytest.mark.slow  # a live server, a subprocess or a browser
+
 REPOSITORY = Path(__file__).resolve().parent.parent
 
 

@@ -16,6 +16,8 @@ from db.models import Role
 from tests.conftest import METRICS_TOKEN
 from tests.fuzzing import METRICS_TOKEN_VARIABLE
 
+pytestmark = pytest.mark.slow  # a live server, a subprocess or a browser
+
 load_all_checks()
 ALL_CHECKS = CHECKS.get_all()
 FUZZ_SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))

@@ -12,8 +12,8 @@ import db.migrate
 from db.crypto import Secrets
 from db.engine import make_engine
 from db.models import Base, Role
-from db.settings import Settings
 from keyplane.app import create_app
+from keyplane.settings import Settings
 from tests.conftest import TEST_SECRET
 from tests.factories import Factory
 

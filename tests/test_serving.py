@@ -7,8 +7,12 @@ import signal
 import socket
 import time
 
+import pytest
+
 from tests.conftest import TEST_SECRET
 from tests.servers import keyplane_env, serving, wait_until_up
+
+pytestmark = pytest.mark.slow  # a live server, a subprocess or a browser
 
 
 def test_sigterm_during_a_slow_request_lets_it_finish(fresh_database_url):

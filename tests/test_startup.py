@@ -6,12 +6,15 @@ from __future__ import annotations
 from contextlib import ExitStack
 
 import httpx
+import pytest
 from sqlalchemy import func, select
 
 from db.engine import make_engine
 from db.models import Account, User
 from tests.live import live_env
 from tests.servers import serving, wait_until_up
+
+pytestmark = pytest.mark.slow  # a live server, a subprocess or a browser
 
 
 def test_servers_started_together_on_an_empty_database_all_come_up(fresh_database_url):

@@ -1,5 +1,5 @@
 """Swagger UI in a real (headless) browser: authorise through the password flow, run
-seed 002's PATCH from the page, see 200. Debian's chromium and chromium-driver,
+the v1 contract's PATCH from the page, see 200. Debian's chromium and chromium-driver,
 never a downloaded browser; the screenshot is kept in artifacts/."""
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ from selenium import webdriver  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as ready  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+pytestmark = pytest.mark.slow  # a live server, a subprocess or a browser
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ import handlers.api_keys
 from db.crypto import Secrets
 from db.engine import make_engine
 from db.models import ApiKey, Role
-from db.settings import Settings
 from keyplane.app import create_app
+from keyplane.settings import Settings
 from tests.conftest import TEST_SECRET
 from tests.factories import Factory
 

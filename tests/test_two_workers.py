@@ -6,9 +6,12 @@ from __future__ import annotations
 import subprocess
 
 import httpx
+import pytest
 
 from tests.conftest import TEST_SECRET
 from tests.servers import KEYPLANE, keyplane_env, serving, wait_until_up
+
+pytestmark = pytest.mark.slow  # a live server, a subprocess or a browser
 
 PASSWORD = "two-workers-password"
 

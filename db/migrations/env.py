@@ -7,9 +7,8 @@ import os
 from alembic import context
 from sqlalchemy import Connection
 
-from db.engine import make_engine
+from db.engine import DEFAULT_DATABASE_URL, make_engine
 from db.models import Base
-from db.settings import DEFAULT_DATABASE_URL
 
 
 def _run(connection: Connection) -> None:

@@ -119,7 +119,7 @@ class TestCreate:
             headers=factory.auth(admin),
         )
         assert response.status_code == 422
-        # FastAPI's order: the fields as the schema declares them (seed 002).
+        # FastAPI's order: the fields as the schema declares them (the v1 contract).
         assert [e["loc"] for e in response.json()["detail"]] == [
             ["body", "expires_at"],
             ["body", "description"],
@@ -332,7 +332,7 @@ class TestUpdate:
         url, auth = f"/v1/api-keys/{record.id}", factory.auth(admin)
         changed = client.patch(url, json={"permissions": ["writeApplications"]}, headers=auth)
         assert changed.status_code == 200
-        assert "permissions" not in changed.json()  # seed 002's APIKeyRecordRead, exactly
+        assert "permissions" not in changed.json()  # the v1 contract's APIKeyRecordRead, exactly
         assert client.get(url, headers=auth).json()["permissions"] == ["writeApplications"]
         client.patch(url, json={"description": "kept"}, headers=auth)
         assert client.get(url, headers=auth).json()["permissions"] == ["writeApplications"]

@@ -1,4 +1,4 @@
-"""``/apikeys``: seed 000's account console, every documented status with its exact body."""
+"""``/apikeys``: the account console contract, every documented status with its exact body."""
 
 from __future__ import annotations
 

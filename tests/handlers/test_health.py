@@ -8,8 +8,8 @@ from sqlalchemy import event
 
 import db.migrate
 from db.engine import make_engine
-from db.settings import Settings
 from keyplane.app import create_app
+from keyplane.settings import Settings
 from tests.conftest import TEST_SECRET
 
 

@@ -2,13 +2,13 @@
 
 The wiring (``keyplane``) binds these per request in context variables, which reach
 both the event loop and the worker thread that runs a handler. Handlers read them
-here; they never import the wiring.
+here; they never import the wiring, nor each other: this module is what they share.
 """
 
 from __future__ import annotations
 
 from contextvars import ContextVar, Token
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,20 +19,27 @@ import db.authority
 import db.session
 from db import crypto
 from db.access import Actor, Principal, resolve_actor
+from db.logins import SignIn
 from db.lookups import Lookups
-from db.settings import Settings
 from db.usage import Usage
+
+# An answer that carries a token (RFC 6749 §5.1).
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
 @dataclass(frozen=True)
 class Runtime:
-    """The service's long-lived parts, the same for every request of one process."""
+    """The service's long-lived parts, the same for every request of one process;
+    the wiring builds it from the settings (``keyplane.app.Service``)."""
 
-    settings: Settings
     secrets: crypto.Secrets
     lookups: Lookups  # verification's and authentication's reads, on long-lived connections
     usage: Usage  # notes of key use, written off the request path
     passwords: crypto.PasswordHashing  # argon2id, a few at a time
+    sign_in: SignIn  # token lifetime and the login limit
+    request_timeout_seconds: float  # a request's budget (readiness answers within half)
+    metrics_here: bool = True  # GET /metrics on the API's port
+    metrics_token: str | None = field(default=None, repr=False)  # ... for this token only
 
     @staticmethod
     def now() -> datetime:

@@ -18,9 +18,8 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
-from db.engine import Limits
+from db.engine import DEFAULT_DATABASE_URL, Limits
 
-DEFAULT_DATABASE_URL = "sqlite:///keyplane.db"
 MIN_SECRET_BYTES = 32
 HOW_TO_GENERATE = 'python3 -c "import secrets; print(secrets.token_urlsafe(48))"'
 

@@ -1,0 +1,24 @@
+"""What a benchmark run measures, in the words its driver (``bench.run``) and its
+report (``bench.report``) share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SMALL = 10_000  # keys: the default size, and the size target's reference
+KEYPLANE_SMALL = "Keyplane, 10,000 keys"
+FLOOR_QUERY = "AsyncApp + one query (floor)"
+
+
+@dataclass(frozen=True)
+class Figure:
+    database: str
+    keys: int
+    operation: str
+    contender: str
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    non_2xx: int
+    socket_errors: int
+    rounds: int
