@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 import db.api_keys
 import db.authority
 from db import audit, permissions, users
+from db.audit import Actor
 from db.errors import Conflict, NotFound
 from db.models import Account, DisabledBy, Membership, Role, User
 
@@ -38,13 +39,7 @@ def any_exist(session: Session) -> bool:
 
 
 def add_member(
-    session: Session,
-    account_id: int,
-    user_id: int,
-    role: Role,
-    *,
-    actor: audit.Actor,
-    now: datetime,
+    session: Session, account_id: int, user_id: int, role: Role, *, actor: Actor, now: datetime
 ) -> Membership:
     already = select(Membership).where(
         Membership.account_id == account_id, Membership.user_id == user_id
@@ -93,13 +88,7 @@ def member(session: Session, account_id: int, user_id: int) -> tuple[User, Membe
 
 
 def set_role(
-    session: Session,
-    account_id: int,
-    user_id: int,
-    role: Role,
-    *,
-    actor: audit.Actor,
-    now: datetime,
+    session: Session, account_id: int, user_id: int, role: Role, *, actor: Actor, now: datetime
 ) -> tuple[User, Membership]:
     """The last admin cannot step down (nor be stepped down) while no other admin exists."""
     _lock(session, account_id)
@@ -117,7 +106,7 @@ def set_role(
 
 
 def remove_member(
-    session: Session, account_id: int, user_id: int, *, actor: audit.Actor, now: datetime
+    session: Session, account_id: int, user_id: int, *, actor: Actor, now: datetime
 ) -> int:
     """Out of the account, with every key of theirs in it switched off: how many.
 

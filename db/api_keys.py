@@ -230,9 +230,9 @@ def page(
     scope: Scope,
     *,
     now: datetime,
-    status: KeyStatus | None,
     cursor: str | None,
     limit: int,
+    status: KeyStatus | None = None,
     external_id: str | None = None,
 ) -> Page[ApiKey]:
     # The permissions come joined to the page, not as a second query by ``IN`` (the

@@ -27,14 +27,8 @@ def _console_admin() -> Actor:
 
 
 def list(limit: int = 50, cursor: str | None = None) -> dict[str, Any]:  # noqa: A001
-    page = db.api_keys.page(
-        db.session.current(),
-        _console_admin().key_scope(),
-        now=runtime().now(),
-        status=None,
-        cursor=cursor,
-        limit=limit,
-    )
+    scope, now = _console_admin().key_scope(), runtime().now()
+    page = db.api_keys.page(db.session.current(), scope, now=now, cursor=cursor, limit=limit)
     return {"items": [_shape(key) for key in page.items], "nextCursor": page.next_cursor}
 
 

@@ -35,12 +35,9 @@ def create(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
 
 def delete(permission_id: str) -> tuple[None, int]:
     actor = current_actor().require_admin(key_message=USERS_ONLY)
+    session, now = db.session.current(), runtime().now()
     db.permissions.remove(
-        db.session.current(),
-        actor.account_id,
-        permission_id,
-        actor=actor.audit_actor,
-        now=runtime().now(),
+        session, actor.account_id, permission_id, actor=actor.audit_actor, now=now
     )
     return None, 204
 

@@ -130,13 +130,8 @@ def update(user_id: int, body: dict[str, Any]) -> dict[str, Any]:
 
 def remove(user_id: int) -> tuple[None, int]:
     actor = current_actor().require_admin()
-    db.accounts.remove_member(
-        db.session.current(),
-        actor.account_id,
-        user_id,
-        actor=actor.audit_actor,
-        now=runtime().now(),
-    )
+    session, now = db.session.current(), runtime().now()
+    db.accounts.remove_member(session, actor.account_id, user_id, actor=actor.audit_actor, now=now)
     return None, 204
 
 

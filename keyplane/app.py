@@ -37,6 +37,9 @@ from connexion.options import SwaggerUIOptions
 from connexion.spec import Specification
 from connexion.utils import get_function_from_name
 from sqlalchemy import Engine, QueuePool
+from starlette.responses import RedirectResponse
+from starlette.routing import Mount
+from starlette.staticfiles import StaticFiles
 from starlette.testclient import TestClient
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -65,6 +68,7 @@ SPEC_PATH = (
     else Path(__file__).resolve().parent / "openapi" / "swagger.yaml"
 )
 HANDLERS = "handlers"  # operationId `api_keys.update` is handlers/api_keys.py:update
+DOCS = "/docs"  # the documentation site, once built (Swagger UI links to it)
 
 
 @dataclass(frozen=True)
@@ -160,6 +164,9 @@ class Keyplane:
         self._control = control
         self._data_paths = contract.data_paths
         settings = service.settings
+        self._docs: ASGIApp | None = None
+        if settings.docs_site is not None and control is not None:
+            self._docs = Mount(DOCS, StaticFiles(directory=settings.docs_site, html=True))
         guarded = Guards(
             DocsPages(self._dispatch),
             max_body_bytes=settings.max_body_bytes,
@@ -181,6 +188,10 @@ class Keyplane:
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._control is None or scope["path"] in self._data_paths:
             await self._data(scope, receive, send)
+        elif self._docs is not None and scope["path"] == DOCS:
+            await RedirectResponse(f"{DOCS}/", status_code=308)(scope, receive, send)
+        elif self._docs is not None and scope["path"].startswith(f"{DOCS}/"):
+            await self._docs(scope, receive, send)
         else:
             await self._control(scope, receive, send)
 

@@ -255,7 +255,6 @@ def list_keys(operator: Operator, account_id: int, as_json: bool) -> None:
                 session,
                 db.api_keys.Scope(account_id),
                 now=_now(),
-                status=None,
                 cursor=cursor,
                 limit=100,
             )

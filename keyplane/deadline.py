@@ -36,18 +36,18 @@ class Budget:
         self._state = "working"  # then "committing" (the thread) or "expired" (the loop)
 
     def claim_commit(self) -> bool:
-        with self._lock:
-            if self._state == "expired":
-                return False
-            self._state = "committing"
-            return True
+        """False if the budget has already run out."""
+        return self._move("committing", unless="expired")
 
     def expire(self) -> bool:
         """False if a commit is already under way."""
+        return self._move("expired", unless="committing")
+
+    def _move(self, state: str, *, unless: str) -> bool:
         with self._lock:
-            if self._state == "committing":
+            if self._state == unless:
                 return False
-            self._state = "expired"
+            self._state = state
             return True
 
 

@@ -10,10 +10,10 @@
   to case (RFC 9110 §8.3.1), and JSON is UTF-8 or nothing (RFC 8259 §8.1).
 * Every answer says ``X-Content-Type-Options: nosniff``; every API answer says
   ``Cache-Control: no-store`` (some carry secrets: a full key, a token).
-* Swagger UI's pages (``/ui``) say ``X-Frame-Options: DENY`` and carry a
-  ``Content-Security-Policy`` that allows the page's own files, its own inline
-  scripts (by their SHA-256, read from the page as served) and requests to this
-  origin only (``DocsPages``).
+* Swagger UI's pages (``/ui``) and the documentation site (``/docs``) say
+  ``X-Frame-Options: DENY`` and carry a ``Content-Security-Policy`` that allows the
+  page's own files, its own inline scripts (by their SHA-256, read from the page as
+  served) and requests to this origin only (``DocsPages``).
 
 Errors are raised as types (``db.errors``) where Connexion's error handlers shape them
 per surface; before Connexion is reached, they are shaped here the same way.
@@ -37,8 +37,8 @@ from db.errors import KeyplaneError
 MAX_URL_BYTES = 2048
 
 # Paths whose answers may be cached: the spec and Swagger UI's static files.
-_CACHEABLE = ("/openapi.json", "/ui")
-DOCS_PAGES = "/ui"
+_CACHEABLE = ("/openapi.json", "/ui", "/docs")
+DOCS_PAGES = ("/ui", "/docs")  # Swagger UI, and the documentation site
 # After these, the rest of the request (an unread body) could be taken for the next
 # one: the connection ends with the answer.
 _CLOSE_AFTER = {408, 413}
@@ -184,7 +184,8 @@ class Guards:
 
 
 class DocsPages:
-    """Swagger UI's answers, framed by no one and allowed no script but their own.
+    """Swagger UI's and the docs site's answers, framed by no one and allowed no script
+    but their own.
 
     The policy is built from the HTML page itself: each inline ``<script>`` is allowed
     by the SHA-256 of exactly what is served, so nothing injected into a page could
@@ -192,7 +193,9 @@ class DocsPages:
     ``data:`` URLs (its icons). Requests go to this origin only ("Try it out").
     """
 
-    _INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.DOTALL)
+    # A script element without ``src``: its text is the script (``type`` and ``id`` may
+    # be given; JSON data blocks are hashed too, which allows nothing more).
+    _INLINE_SCRIPT = re.compile(rb"<script(?![^>]*\bsrc=)[^>]*>(.*?)</script>", re.DOTALL)
     _POLICY = (
         "default-src 'none'; script-src 'self'{hashes}; style-src 'self' 'unsafe-inline'; "
         "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; "

@@ -12,15 +12,17 @@ import contextlib
 import os
 import secrets
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy.engine import make_url
 
 from db.engine import DEFAULT_DATABASE_URL, Limits
 
 MIN_SECRET_BYTES = 32
+N = TypeVar("N", int, float)
 HOW_TO_GENERATE = 'python3 -c "import secrets; print(secrets.token_urlsafe(48))"'
 
 
@@ -59,6 +61,8 @@ class Settings:
     max_body_bytes: int = 64 * 1024
     header_timeout_seconds: float = 10.0
     body_timeout_seconds: float = 10.0
+    # The documentation site ``make docs`` builds, served at /docs/ (None: not served).
+    docs_site: str | None = None
 
     @classmethod
     def from_env(
@@ -90,6 +94,7 @@ class Settings:
             max_body_bytes=_int(env, "KEYPLANE_MAX_BODY_BYTES", 64 * 1024),
             header_timeout_seconds=_float(env, "KEYPLANE_HEADER_TIMEOUT_SECONDS", 10.0),
             body_timeout_seconds=_float(env, "KEYPLANE_BODY_TIMEOUT_SECONDS", 10.0),
+            docs_site=env.get("KEYPLANE_DOCS_SITE") or _built_docs(),
         )
         settings.check(with_secret=with_secret)
         return settings
@@ -142,23 +147,29 @@ class Settings:
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None:
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    return _number(env, name, default, float, "a number")
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    return _number(env, name, default, int, "an integer")
+
+
+def _number(
+    env: Mapping[str, str], name: str, default: N, kind: Callable[[str], N], what: str
+) -> N:
     raw = env.get(name)
     if raw is None:
         return default
     try:
-        return int(raw)
+        return kind(raw)
     except ValueError:
-        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+        raise SettingsError(f"{name} must be {what}, got {raw!r}") from None
+
+
+def _built_docs() -> str | None:
+    """A checkout's site/, once ``make docs`` has built it."""
+    site = Path(__file__).resolve().parent.parent / "site"
+    return str(site) if (site / "index.html").is_file() else None
 
 
 def _secret_beside(database_url: str) -> str:

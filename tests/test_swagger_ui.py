@@ -1,5 +1,7 @@
 """Swagger UI in a real (headless) browser: authorise through the password flow, run
-the v1 contract's PATCH from the page, see 200. Debian's chromium and chromium-driver,
+the v1 contract's PATCH from the page, see 200; follow its link to the documentation
+site and read it, search included. Both under their Content-Security-Policy, which
+must refuse nothing they do. Debian's chromium and chromium-driver,
 never a downloaded browser; the screenshot is kept in artifacts/."""
 
 from __future__ import annotations
@@ -7,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -16,7 +19,8 @@ from tests.conftest import TEST_SECRET
 from tests.servers import KEYPLANE, keyplane_env, serving, wait_until_up
 
 PASSWORD = "swagger-ui-password"
-ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+REPOSITORY = Path(__file__).resolve().parent.parent
+ARTIFACTS = REPOSITORY / "artifacts"
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
 if not (CHROMIUM and CHROMEDRIVER):
@@ -121,9 +125,54 @@ def test_the_seed_002_patch_runs_from_swagger_ui(browser, fresh_database_url):
             "frame-ancestors 'none'" in policy
             and "'unsafe-inline'" not in policy.split("script-src")[1].split(";")[0]
         )
-        refused = [
-            entry["message"]
-            for entry in browser.get_log("browser")
-            if "Content Security Policy" in entry["message"]
-        ]
-        assert refused == []
+        assert _refused_by_the_policy(browser) == []
+
+
+def _refused_by_the_policy(browser) -> list[str]:
+    return [
+        entry["message"]
+        for entry in browser.get_log("browser")
+        if "Content Security Policy" in entry["message"]
+    ]
+
+
+def test_swagger_ui_links_to_the_docs_which_work_under_their_policy(
+    browser, fresh_database_url, tmp_path
+):
+    site = tmp_path / "site"
+    subprocess.run(
+        [str(Path(sys.executable).parent / "mkdocs"), "build", "--strict", "--quiet",
+         "--site-dir", str(site)],
+        cwd=REPOSITORY, env=os.environ | {"NO_MKDOCS_2_WARNING": "1"},
+        capture_output=True, timeout=120, check=True,
+    )  # fmt: skip
+    env = keyplane_env(
+        fresh_database_url,
+        KEYPLANE_SECRET_KEY=TEST_SECRET,
+        KEYPLANE_ADMIN_PASSWORD=PASSWORD,
+        KEYPLANE_DOCS_SITE=str(site),
+    )
+    with serving(env) as (base, _):
+        wait_until_up(base)
+        wait = WebDriverWait(browser, 30)
+        browser.get(f"{base}/ui/")
+        link = wait.until(
+            ready.element_to_be_clickable((By.XPATH, "//a[contains(., 'documentation')]"))
+        )
+        assert link.get_attribute("href") == f"{base}/docs/"
+        link.click()
+        browser.switch_to.window(browser.window_handles[-1])  # it may open a new tab
+        wait.until(lambda b: "Keyplane" in b.title and b.current_url.startswith(f"{base}/docs/"))
+        browser.get(f"{base}/docs/concepts/")
+        wait.until(ready.visibility_of_element_located((By.ID, "accounts")))
+        # Search: the site's own worker fetches its own index.
+        box = wait.until(ready.element_to_be_clickable((By.CSS_SELECTOR, "input[name='query']")))
+        box.click()
+        box.send_keys("rotation")
+        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, ".md-search-result__item"))
+        ARTIFACTS.mkdir(exist_ok=True)
+        browser.save_screenshot(str(ARTIFACTS / "docs-search.png"))
+        page = httpx.get(f"{base}/docs/concepts/")
+        assert page.headers["X-Frame-Options"] == "DENY"
+        assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
+        assert _refused_by_the_policy(browser) == []
