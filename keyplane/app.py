@@ -20,6 +20,7 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
@@ -29,9 +30,14 @@ from a2wsgi import WSGIMiddleware
 from connexion import AsyncApp, FlaskApp
 from connexion import context as connexion_context
 from connexion.apps.asynchronous import AsyncApi, AsyncOperation
+from connexion.apps.flask import FlaskApi
 from connexion.decorators import StarletteDecorator
+from connexion.frameworks.flask import flaskify_endpoint, flaskify_path
+from connexion.frameworks.starlette import starlettify_path
 from connexion.jsonifier import Jsonifier
 from connexion.middleware import ConnexionMiddleware, MiddlewarePosition
+from connexion.middleware.request_validation import RequestValidationMiddleware
+from connexion.middleware.routing import RoutingAPI, RoutingMiddleware
 from connexion.middleware.swagger_ui import SwaggerUIMiddleware
 from connexion.options import SwaggerUIOptions
 from connexion.spec import Specification
@@ -54,11 +60,11 @@ from keyplane.background import Flusher
 from keyplane.deadline import Deadline
 from keyplane.guards import DocsPages, Guards
 from keyplane.middleware import RequestScope
-from keyplane.problems import Problems, error_response, timed_out
+from keyplane.problems import CONSOLE_PREFIX, Problems, error_response, timed_out
 from keyplane.requestlog import RequestLog
 from keyplane.settings import Settings
 from keyplane.transactions import UnitOfWorkResolver
-from keyplane.validation import VALIDATORS
+from keyplane.validation import JsonFirst, Validation
 
 # A checkout's openapi/swagger.yaml; an installed package's copy of it (pyproject.toml).
 _CHECKOUT_SPEC = Path(__file__).resolve().parent.parent / "openapi" / "swagger.yaml"
@@ -235,16 +241,15 @@ def create_data_app(settings: Settings | None = None) -> Keyplane:
 def _control_plane(service: Service, contract: Contract) -> ASGIApp:
     # JSON as the data plane writes it: compact, in the handler's order. Connexion's
     # Flask default indents it, which takes Python's slow, pure-Python encoder.
-    app = FlaskApp(__name__, jsonifier=Jsonifier(json))
+    app = FlaskApp(__name__, jsonifier=Jsonifier(json), middlewares=_middlewares(swagger_ui=True))
+    app._middleware_app.api_cls = _PlainPathFlaskApi
     # Exceptions from handlers reach Connexion's error handlers (one place shapes them)
     # instead of Flask's generic 500 page.
     app.app.config["PROPAGATE_EXCEPTIONS"] = True
     app.add_api(
         contract.written,
         resolver=UnitOfWorkResolver(HANDLERS),
-        strict_validation=True,
         validate_responses=service.settings.validate_responses,
-        validator_map=VALIDATORS,
         swagger_ui_options=SwaggerUIOptions(swagger_ui_path="/ui"),
     )
     app.app.before_request(_only_requests_connexion_routed)
@@ -263,26 +268,65 @@ def _data_plane(service: Service, contract: Contract, *, alone: bool) -> ASGIApp
     # Beside the control plane, which serves the spec and the UI, the data plane gets
     # only its own paths: Connexion's Swagger UI middleware would only match each
     # request against its routes first. Alone, it serves its spec (``/openapi.json``).
-    app = AsyncApp(
-        __name__,
-        middlewares=[
-            middleware
-            for middleware in ConnexionMiddleware.default_middlewares
-            if alone or middleware is not SwaggerUIMiddleware
-        ],
-    )
+    app = AsyncApp(__name__, middlewares=_middlewares(swagger_ui=alone))
     app._middleware_app.api_cls = _AsyncApi
     app.add_api(
         contract.data_plane(),
         resolver=UnitOfWorkResolver(HANDLERS),
-        strict_validation=True,
         validate_responses=service.settings.validate_responses,
-        validator_map=VALIDATORS,
         swagger_ui_options=SwaggerUIOptions(swagger_ui=False),
     )
     _add_request_scope(app, service)
     Problems(contract.resolved).register(app)
     return cast(ASGIApp, app)
+
+
+def _middlewares(*, swagger_ui: bool) -> list[Any]:
+    """Connexion's middleware, in FastAPI's order: routing by plain path segments, then
+    the JSON body decoded, then credentials, then every parameter and the body judged by
+    pydantic at once (``keyplane.validation``), in place of Connexion's validation."""
+    shared: dict[str, Any] = {"prefix": f"{HANDLERS}.", "console_prefix": CONSOLE_PREFIX}
+    chosen: list[Any] = []
+    for middleware in ConnexionMiddleware.default_middlewares:
+        if middleware is SwaggerUIMiddleware and not swagger_ui:
+            continue
+        if middleware is RoutingMiddleware:
+            chosen += [_PlainPathRouting, partial(JsonFirst, **shared)]
+        elif middleware is RequestValidationMiddleware:
+            chosen.append(partial(Validation, **shared))
+        else:
+            chosen.append(middleware)
+    return chosen
+
+
+class _PlainPathRouting(RoutingMiddleware):  # type: ignore[misc]
+    """Routes by plain path segments: ``/v1/api-keys/abc`` reaches its operation (and its
+    credentials are checked first), where an integer route would make it a 404."""
+
+    def add_api(self, specification: Specification, **kwargs: Any) -> None:
+        api = _PlainPathRoutingApi(specification, next_app=self.app, **kwargs)
+        # As Connexion's own does: an earlier API with the same base path falls back to it.
+        for route in self.router.routes:
+            if isinstance(route, Mount) and route.path == api.base_path:
+                route.app.default = api.router  # type: ignore[attr-defined]
+        self.router.mount(api.base_path, app=api.router)
+
+
+class _PlainPathRoutingApi(RoutingAPI):  # type: ignore[misc]
+    @staticmethod
+    def _framework_path_and_name(operation: Any, path: str) -> tuple[str, str]:
+        plain = starlettify_path(path, {})
+        return plain, plain
+
+
+class _PlainPathFlaskApi(FlaskApi):  # type: ignore[misc]
+    """Flask routes by plain segments too; the canonical id comes from validation."""
+
+    @staticmethod
+    def _framework_path_and_name(operation: Any, path: str) -> tuple[str, str]:
+        return flaskify_path(path, {}), flaskify_endpoint(
+            operation.operation_id, operation.randomize_endpoint
+        )
 
 
 class _DecoratedOnce(AsyncOperation):  # type: ignore[misc]

@@ -7,7 +7,8 @@
 * A body must arrive within ``KEYPLANE_BODY_TIMEOUT_SECONDS`` (10) of the request's
   start, or the answer is a 408: a client cannot hold a connection by trickling.
 * A body without ``Content-Type`` is a 415; media types are compared without regard
-  to case (RFC 9110 §8.3.1), and JSON is UTF-8 or nothing (RFC 8259 §8.1).
+  to case (RFC 9110 §8.3.1); ``application/*+json`` is JSON, and JSON is read as UTF-8
+  whatever charset the type names (RFC 8259 §8.1).
 * Every answer says ``X-Content-Type-Options: nosniff``; every API answer says
   ``Cache-Control: no-store`` (some carry secrets: a full key, a token).
 * Swagger UI's pages (``/ui``) and the documentation site (``/docs``) say
@@ -38,6 +39,7 @@ MAX_URL_BYTES = 2048
 
 # Paths whose answers may be cached: the spec and Swagger UI's static files.
 _CACHEABLE = ("/openapi.json", "/ui", "/docs")
+_STRUCTURED_JSON = re.compile(r"application/[a-z0-9.!#$&^_-]+\+json")
 DOCS_PAGES = ("/ui", "/docs")  # Swagger UI, and the documentation site
 # After these, the rest of the request (an unread body) could be taken for the next
 # one: the connection ends with the answer.
@@ -112,11 +114,13 @@ class Guards:
             return Refused(415, "A body needs a Content-Type") if has_body else None
         media_type, _, parameters = content_type.partition(";")
         media_type = media_type.strip().lower()
-        charset = _charset(parameters)
-        if media_type.endswith("json") and charset not in (None, "utf-8", "utf8"):
-            return Refused(415, "JSON is UTF-8")
-        # Connexion matches media types as written: give it their one true (lower) case.
-        normalized = media_type + (";" + parameters if parameters else "")
+        if media_type == "application/json" or _STRUCTURED_JSON.fullmatch(media_type):
+            # JSON is UTF-8 whatever a charset says (RFC 8259 §8.1), and a +json type is
+            # JSON (RFC 6839), as FastAPI reads both.
+            normalized = "application/json"
+        else:
+            # Connexion matches media types as written: give it their one true (lower) case.
+            normalized = media_type + (";" + parameters if parameters else "")
         MutableHeaders(scope=scope)["content-type"] = normalized
         return None
 
@@ -243,11 +247,3 @@ class DocsPages:
 
 def _sha256(content: bytes) -> str:
     return "sha256-" + base64.b64encode(hashlib.sha256(content).digest()).decode()
-
-
-def _charset(parameters: str) -> str | None:
-    for parameter in parameters.split(";"):
-        name, _, value = parameter.partition("=")
-        if name.strip().lower() == "charset":
-            return value.strip().strip('"').lower()
-    return None

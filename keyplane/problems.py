@@ -4,9 +4,8 @@
   ``{"detail": [{"loc", "msg", "type"}]}`` for validation, ``{"detail": "..."}`` else.
 * console (``/apikeys...``, the console contract): ``{"error": "..."}``, validation is a 400.
 
-Also repairs two habits of Connexion 3: an integer path parameter
-that does not parse is a routing 404 there, a 422 here; and 405 answers list the
-methods the spec declares for the path in ``Allow``.
+Also repairs a habit of Connexion 3: 405 answers list the methods the spec declares
+for the path in ``Allow``.
 """
 
 from __future__ import annotations
@@ -41,7 +40,7 @@ from db.errors import (
     Unavailable,
 )
 from keyplane import deadline
-from keyplane.validation import RequestInvalid, describe, detail, parameter_errors
+from keyplane.validation import RequestInvalid, describe, detail
 
 logger = logging.getLogger("keyplane.errors")
 
@@ -59,7 +58,6 @@ _STATUS_TEXT = {
     500: "Internal Server Error",
 }
 DATABASE_UNAVAILABLE = "The database is unavailable or busy; try again shortly"
-_NOT_AN_INTEGER = "Input should be a valid integer, unable to parse the value"
 _CONSOLE_MESSAGES = {404: "API key not found", 500: "Internal server error"}
 
 
@@ -67,7 +65,6 @@ _CONSOLE_MESSAGES = {404: "API key not found", 500: "Internal server error"}
 class _PathTemplate:
     pattern: re.Pattern[str]
     methods: frozenset[str]
-    integer_params: dict[str, dict[str, Any]]
 
 
 class Problems:
@@ -142,20 +139,6 @@ class Problems:
         return _message(request, error.status, _STATUS_TEXT.get(error.status, str(error.title)))
 
     def not_found(self, request: ConnexionRequest, _: Exception) -> ConnexionResponse:
-        template = self._match(request.url.path)
-        if template is not None:
-            # The path is one of ours but a typed segment did not parse (Starlette's
-            # `{item_id:int}` route refused it): FastAPI answers that with a 422.
-            segments = template.pattern.fullmatch(request.url.path)
-            assert segments is not None
-            errors = []
-            for name, param in template.integer_params.items():
-                try:
-                    errors += parameter_errors("path", param, int(segments[name]))
-                except ValueError:
-                    errors.append(detail(["path", name], _NOT_AN_INTEGER, "int_parsing"))
-            if errors:
-                return _validation_failed(request, errors)
         return _message(request, 404, _STATUS_TEXT[404])
 
     def method_not_allowed(self, request: ConnexionRequest, _: Exception) -> ConnexionResponse:
@@ -180,21 +163,12 @@ class Problems:
 
 def _template(path: str, item: dict[str, Any]) -> _PathTemplate:
     names = re.findall(r"{([^}]+)}", path)
-    parameters = list(item.get("parameters", []))
-    for method in _HTTP_METHODS:
-        parameters += item.get(method, {}).get("parameters", [])
-    integer_params = {
-        p["name"]: p
-        for p in parameters
-        if p.get("in") == "path" and p.get("schema", {}).get("type") == "integer"
-    }
     regex = re.escape(path)
     for name in names:
         regex = regex.replace(re.escape("{" + name + "}"), f"(?P<{name}>[^/]+)")
     return _PathTemplate(
         pattern=re.compile(regex),
         methods=frozenset(m.upper() for m in _HTTP_METHODS if m in item),
-        integer_params=integer_params,
     )
 
 

@@ -1,97 +1,53 @@
-"""Request validators that report every error, FastAPI-style (``loc``, ``msg``, ``type``).
+"""Requests judged as FastAPI judges them, by pydantic, in FastAPI's order.
 
-Connexion's own validators stop at the first error and raise a plain string. These
-subclasses collect ``iter_errors`` into a ``RequestInvalid`` that each surface then
-shapes (``keyplane.problems``). Messages never echo the input: it may be a secret.
+1. **JSON first** (``JsonFirst``, before authentication): an operation's JSON body is
+   read and decoded; one that is not JSON is a 422 ``json_invalid``, whoever sends it.
+2. **Then credentials** (Connexion's security, ``keyplane.security``): 401 or 403.
+3. **Then every error at once** (``Validation``): the path, query and header parameters
+   and the body, each by the pydantic type the spec gives it
+   (``keyplane.request_models``), listed together in one 422 whose items are
+   pydantic's own (``type``, ``loc``, ``msg``, ``input``, ``ctx``). A request that
+   passes goes on as pydantic read it: ids, numbers and date-times in their one
+   canonical form (a date-time without an offset is UTC), a body holding only what was
+   sent.
 
-Validation is linear in the size of its input and bounded: a list longer than its
-``maxItems`` is reported as too long without its items being checked one by one, an
-answer lists at most ``MAX_ERRORS`` errors, and each schema's validator is built once.
-A JSON body is refused (422, ``json_invalid`` and friends) when it has a duplicate key,
-a string with a lone surrogate or a NUL character (no database can store either),
-nesting deeper than ``MAX_DEPTH``, a number that is not finite (``NaN``, ``Infinity``,
-``-Infinity``, or one too large for a double, such as ``1e400``: JSON has no such
-values, and answers holding them would not be JSON), or an integer outside int64 (no
-id or count goes past it; such an integer is refused from its digits, before Python
-converts them, however many there are).
+On the v1 API an unknown query parameter is ignored, as FastAPI ignores it; the account
+console API refuses it, as before. A secret (a property whose ``format`` is
+``password``) is never echoed as ``input``, nor is a body that holds one.
+
+What FastAPI would take and Keyplane refuses, on purpose (``docs/api.md`` lists it):
+a JSON body with a duplicate key, a string holding a NUL character or a lone surrogate
+(no database stores either), nesting deeper than ``MAX_DEPTH``, a number that is not
+finite (``NaN``, ``Infinity``, ``1e400``), an integer outside int64 (refused from its
+digits, before Python converts them), and an unknown body field (``extra_forbidden``).
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode
 
-from connexion.datastructures import MediaTypeDict
-from connexion.exceptions import BadRequestProblem
-from connexion.json_schema import Draft4RequestValidator
-from connexion.utils import is_null, is_nullable
-from connexion.validators import FormDataValidator, JSONRequestBodyValidator
-from connexion.validators import ParameterValidator as ConnexionParameterValidator
-from jsonschema import Draft4Validator, validators
-from jsonschema import ValidationError as SchemaError
-from starlette.datastructures import QueryParams
-from starlette.types import Receive, Scope
+from connexion.exceptions import BadRequestProblem, UnsupportedMediaTypeProblem
+from connexion.middleware.abstract import SpecMiddleware
+from connexion.spec import Specification
+from pydantic import ValidationError
+from starlette.datastructures import Headers, MutableHeaders, QueryParams
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from keyplane.request_models import Body, Operation, build
 
 Detail = dict[str, Any]
-MAX_ERRORS = 50
 MAX_DEPTH = 32
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 _INT64_DIGITS = len(str(INT64_MAX))
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def _items_unless_too_many(
-    validator: Draft4Validator, items: Any, instance: Any, schema: dict[str, Any]
-) -> Iterator[SchemaError]:
-    """A list longer than it may be is one error: too long. Its items are not checked."""
-    if isinstance(instance, list) and len(instance) > schema.get("maxItems", len(instance)):
-        return
-    yield from Draft4Validator.VALIDATORS["items"](validator, items, instance, schema)
-
-
-@functools.cache
-def _ecma(pattern: str) -> re.Pattern[str]:
-    # JSON Schema patterns are ECMA-262, where "$" ends the input; Python's "$" also
-    # matches before a final newline, so "abc\n" would pass "^[a-z]+$" here.
-    return re.compile(re.sub(r"(?<!\\)\$$", r"\\Z", pattern))
-
-
-def _pattern(
-    validator: Draft4Validator, pattern: str, instance: Any, schema: dict[str, Any]
-) -> Iterator[SchemaError]:
-    if isinstance(instance, str) and not _ecma(pattern).search(instance):
-        yield SchemaError(f"does not match {pattern!r}")
-
-
-_Validator = validators.extend(
-    Draft4RequestValidator, {"items": _items_unless_too_many, "pattern": _pattern}
-)
-_validators: dict[int, tuple[dict[str, Any], Draft4Validator]] = {}
-
-
-def validator_for(schema: dict[str, Any]) -> Draft4Validator:
-    """One validator per schema of the spec, built the first time it is needed."""
-    cached = _validators.get(id(schema))
-    if cached is None or cached[0] is not schema:
-        cached = _validators[id(schema)] = (
-            schema,
-            _Validator(schema, format_checker=Draft4Validator.FORMAT_CHECKER),
-        )
-    return cached[1]
-
-
-_TYPE_NAMES = {
-    "string": ("a valid string", "string"),
-    "integer": ("a valid integer", "int"),
-    "number": ("a valid number", "float"),
-    "boolean": ("a valid boolean", "bool"),
-    "array": ("a valid list", "list"),
-    "object": ("a valid dictionary", "dict"),
-}
+_PARSED = "keyplane.json"  # the decoded JSON body, in the scope's extensions
+JSON = "application/json"  # every JSON media type, once the guards have named it so
+_ROUTING = "connexion_routing"
 
 
 class RequestInvalid(BadRequestProblem):  # type: ignore[misc]
@@ -102,152 +58,17 @@ class RequestInvalid(BadRequestProblem):  # type: ignore[misc]
         self.errors = errors
 
 
-def detail(loc: list[str | int], msg: str, error_type: str) -> Detail:
-    return {"loc": loc, "msg": msg, "type": error_type}
+def detail(loc: list[str | int], msg: str, error_type: str, **extra: Any) -> Detail:
+    return {"type": error_type, "loc": loc, "msg": msg, **extra}
 
 
 def describe(error: Detail) -> str:
-    """One line for surfaces that answer a single message: ``body.description: ...``."""
+    """One line for surfaces that answer a single message: ``description: ...``."""
     path = ".".join(str(part) for part in error["loc"][1:])
     return f"{path}: {error['msg']}" if path else error["msg"]
 
 
-def schema_errors(
-    validator: Draft4Validator, instance: Any, location: list[str | int], *, parsing: bool = False
-) -> list[Detail]:
-    found: dict[tuple[Any, ...], Detail] = {}
-    for error in validator.iter_errors(instance):
-        for item in _details(error, [*location, *error.absolute_path], parsing):
-            found.setdefault((*item["loc"], item["type"], item["msg"]), item)
-        if len(found) >= MAX_ERRORS:
-            break
-    # FastAPI lists errors in the order the fields are declared: so do we.
-    declared = {name: i for i, name in enumerate(validator.schema.get("properties", {}))}
-
-    def field_order(item: Detail) -> tuple[int, str]:
-        rest = item["loc"][len(location) :]
-        name = rest[0] if rest else ""
-        return declared.get(name, len(declared)), ".".join(str(part) for part in rest)
-
-    return sorted(found.values(), key=field_order)[:MAX_ERRORS]
-
-
-def _details(error: SchemaError, loc: list[str | int], parsing: bool) -> Iterator[Detail]:
-    keyword, expected = error.validator, error.validator_value
-    if keyword == "required":
-        for name in expected:
-            if isinstance(error.instance, dict) and name not in error.instance:
-                yield detail([*loc, name], "Field required", "missing")
-        return
-    if keyword == "additionalProperties" and isinstance(error.instance, dict):
-        allowed = set(error.schema.get("properties", {}))
-        for name in sorted(set(error.instance) - allowed):
-            yield detail([*loc, name], "Extra inputs are not permitted", "extra_forbidden")
-        return
-    if keyword in {"anyOf", "oneOf"} and error.context:
-        # Explain by the first alternative (e.g. "a date-time", before "or empty").
-        first = [e for e in error.context if e.schema_path and e.schema_path[0] == 0]
-        if first:
-            yield from _details(first[0], loc, parsing)
-            return
-    yield detail(loc, *_message(keyword, expected, parsing))
-
-
-def _message(keyword: str, expected: Any, parsing: bool) -> tuple[str, str]:
-    if keyword == "type":
-        name = expected[0] if isinstance(expected, list) else expected
-        words, code = _TYPE_NAMES.get(name, (f"of type {name}", name))
-        if parsing:
-            return f"Input should be {words}, unable to parse the value", f"{code}_parsing"
-        return f"Input should be {words}", f"{code}_type"
-    if keyword == "format":
-        if expected == "date-time":
-            return "Input should be a valid RFC 3339 date-time with an offset", "datetime_parsing"
-        return f"Input should be a valid {expected}", "value_error"
-    if keyword == "enum":
-        options = ", ".join(repr(option) for option in expected)
-        return f"Input should be one of {options}", "enum"
-    messages = {
-        "minimum": (f"Input should be greater than or equal to {expected}", "greater_than_equal"),
-        "maximum": (f"Input should be less than or equal to {expected}", "less_than_equal"),
-        "minLength": (f"String should have at least {expected} characters", "string_too_short"),
-        "maxLength": (f"String should have at most {expected} characters", "string_too_long"),
-        "pattern": (f"String should match pattern '{expected}'", "string_pattern_mismatch"),
-        "minItems": (f"List should have at least {expected} items", "too_short"),
-        "maxItems": (f"List should have at most {expected} items", "too_long"),
-        "uniqueItems": ("List items should be unique", "value_error"),
-    }
-    return messages.get(keyword, ("Input is not valid", "value_error"))
-
-
-class ParameterValidator(ConnexionParameterValidator):  # type: ignore[misc]
-    def validate_request(self, request: Any) -> None:
-        errors: list[Detail] = []
-        if self.strict_validation:
-            extra = self.validate_query_parameter_list(request, self.security_query_params)
-            errors += [
-                detail(["query", name], "Extra inputs are not permitted", "extra_forbidden")
-                for name in sorted(extra)
-            ]
-        given = QueryParams(request.scope.get("query_string", b""))  # every value, as sent
-        sources = {
-            "path": lambda name: request.path_params.get(name.replace("-", "_")),
-            "query": request.query_params.get,
-            "header": request.headers.get,
-            "cookie": request.cookies.get,
-        }
-        for location, get in sources.items():
-            # Connexion may list a path-level parameter once per operation of the path.
-            unique = {param["name"]: param for param in self.parameters.get(location, [])}
-            for name, param in unique.items():
-                if location == "query" and len(given.getlist(name)) > 1:
-                    # None of ours is a list: which of several values would count?
-                    errors.append(
-                        detail(["query", name], "Input should be given once", "value_error")
-                    )
-                    continue
-                errors += parameter_errors(location, param, get(name))
-        if errors:
-            raise RequestInvalid(errors)
-
-
-def parameter_errors(location: str, param: dict[str, Any], value: Any) -> list[Detail]:
-    loc: list[str | int] = [location, param["name"]]
-    if value is None:
-        return [detail(loc, "Field required", "missing")] if param.get("required") else []
-    if is_nullable(param) and is_null(value):
-        return []
-    return schema_errors(validator_for(param.get("schema", param)), value, loc, parsing=True)
-
-
-class _BodyValidator:
-    """What the JSON and form validators share: a missing body and the error list."""
-
-    _schema: dict[str, Any]
-
-    async def wrap_receive(self, receive: Receive, *, scope: Scope) -> tuple[Receive, Scope]:
-        try:
-            return await super().wrap_receive(receive, scope=scope)  # type: ignore[misc, no-any-return]
-        except RequestInvalid:
-            raise
-        except BadRequestProblem:  # Connexion's "RequestBody is required"
-            raise RequestInvalid([detail(["body"], "Field required", "missing")]) from None
-
-    def _raise_errors(self, body: Any, extra: Iterable[Detail] = ()) -> None:
-        errors = [*extra, *schema_errors(validator_for(self._schema), body, ["body"])]
-        if errors:
-            raise RequestInvalid(errors[:MAX_ERRORS])
-
-
-class JSONBodyValidator(_BodyValidator, JSONRequestBodyValidator):  # type: ignore[misc]
-    async def _parse(self, stream: Any, scope: Scope) -> Any:
-        raw = b"".join([chunk async for chunk in stream])
-        return parse_json(raw) if raw else None
-
-    def _validate(self, body: Any) -> None:
-        if body is None and not self._nullable:
-            raise RequestInvalid([detail(["body"], "Field required", "missing")])
-        self._raise_errors(body)
+# -- JSON, hardened --------------------------------------------------------------------
 
 
 class _DuplicateKey(ValueError):
@@ -276,10 +97,11 @@ _NOT_INT64 = _Refused(
 
 
 def parse_json(raw: bytes) -> Any:
-    """A JSON body (UTF-8: ``keyplane.guards`` refuses other charsets), or RequestInvalid."""
+    """A JSON body (decoded as UTF-8, as JSON is), or RequestInvalid."""
 
-    def invalid(message: str, loc: list[str | int], error_type: str = "json_invalid") -> Any:
-        return RequestInvalid([detail(loc, message, error_type)])
+    def invalid(message: str, loc: list[str | int], error: str | None = None) -> Any:
+        extra = {"input": {}, "ctx": {"error": error}} if error else {"input": {}}
+        return RequestInvalid([detail(loc, message, "json_invalid", **extra)])
 
     refused: list[_Refused] = []
 
@@ -312,15 +134,15 @@ def parse_json(raw: bytes) -> Any:
             parse_int=integer,
         )
     except UnicodeDecodeError:
-        raise invalid("Body is not valid UTF-8", ["body"]) from None
+        raise invalid("JSON decode error", ["body"], "Body is not valid UTF-8") from None
     except json.JSONDecodeError as error:
-        raise invalid("JSON decode error", ["body", error.pos]) from None
+        raise invalid("JSON decode error", ["body", error.pos], error.msg) from None
     except RecursionError:
-        raise invalid("JSON nested too deeply", ["body"]) from None
+        raise invalid("JSON decode error", ["body", 0], "nested too deeply") from None
     except _DuplicateKey:
         raise invalid("JSON object has a duplicate key", ["body"]) from None
     # Cheap tests on the raw bytes first: deep nesting needs brackets, and a NUL or a
-    # lone surrogate needs a \u escape (UTF-8 cannot carry them raw).
+    # lone surrogate needs a \\u escape (UTF-8 cannot carry them raw).
     if refused or raw.count(b"[") + raw.count(b"{") > MAX_DEPTH or b"\\u" in raw:
         problem = _string_or_depth_problem(body)
         if problem is not None:
@@ -351,24 +173,223 @@ def _string_or_depth_problem(body: Any) -> Detail | None:
     return None
 
 
-class FormValidator(_BodyValidator, FormDataValidator):  # type: ignore[misc]
-    def _validate(self, body: Any) -> None:
-        extra: list[Detail] = []
-        if self._strict_validation:
-            allowed = set(self._schema.get("properties", {}))
-            extra = [
-                detail(["body", name], "Extra inputs are not permitted", "extra_forbidden")
-                for name in sorted(set(body) - allowed)
-            ]
-        self._raise_errors(body, extra)
+# -- the middlewares ----------------------------------------------------------------------
 
 
-VALIDATORS = {
-    "parameter": ParameterValidator,
-    "body": MediaTypeDict(
-        {
-            "*/*json": JSONBodyValidator,
-            "application/x-www-form-urlencoded": FormValidator,
-        }
-    ),
-}
+class _Operations(SpecMiddleware):  # type: ignore[misc]
+    """What both middlewares share: the spec's operations as pydantic types, found by the
+    operation Connexion routed the request to (``prefix`` + operationId)."""
+
+    def __init__(self, app: ASGIApp, *, prefix: str, console_prefix: str) -> None:
+        self.app = app
+        self.prefix = prefix
+        self.console_prefix = console_prefix
+        self.operations: dict[str, Operation] = {}
+
+    def add_api(self, specification: Specification, **_: Any) -> None:
+        for operation_id, operation in build(specification, self.console_prefix).items():
+            self.operations[self.prefix + operation_id] = operation
+
+    def operation(self, scope: Scope) -> Operation | None:
+        routed = scope.get("extensions", {}).get(_ROUTING, {}).get("operation_id")
+        return self.operations.get(routed) if routed else None
+
+
+class JsonFirst(_Operations):
+    """Read and decode an operation's JSON body before anything else looks at it."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        operation = self.operation(scope) if scope["type"] == "http" else None
+        media_type = _media_type(scope)
+        if operation is None or media_type != JSON or media_type not in operation.bodies:
+            await self.app(scope, receive, send)
+            return
+        raw = await _read(receive)
+        if raw:
+            scope.setdefault("extensions", {})[_PARSED] = parse_json(raw)
+        await self.app(scope, _replay(raw, receive), send)
+
+
+class Validation(_Operations):
+    """Every parameter and the body, each by its pydantic type, all errors at once."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        operation = self.operation(scope) if scope["type"] == "http" else None
+        if operation is None:
+            await self.app(scope, receive, send)
+            return
+        errors, canonical = _parameters(operation, scope)
+        body: bytes | None = None
+        if operation.bodies:
+            media_type = _media_type(scope)
+            given = operation.bodies.get(media_type)
+            if given is None:
+                if media_type:
+                    raise UnsupportedMediaTypeProblem(detail=f"Invalid Content-type ({media_type})")
+                given = next(iter(operation.bodies.values()))  # no body: judged as missing
+            body_errors, body = _body(given, scope, await _read(receive))
+            errors += body_errors
+        if errors:
+            raise RequestInvalid(errors)
+        _canonical_url(scope, operation, canonical)
+        if body is not None:
+            MutableHeaders(scope=scope)["content-length"] = str(len(body))
+            receive = _replay(body, receive)
+        await self.app(scope, receive, send)
+
+
+def _media_type(scope: Scope) -> str:
+    return Headers(scope=scope).get("content-type", "").partition(";")[0].strip().lower()
+
+
+async def _read(receive: Receive) -> bytes:
+    chunks, more = [], True
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        more = message.get("more_body", False)
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if replayed:
+            return await receive()  # after the body, only a disconnect can come
+        replayed = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
+
+
+def _parameters(operation: Operation, scope: Scope) -> tuple[list[Detail], dict[str, Any]]:
+    """Errors of every parameter, path first, then query and headers (FastAPI's order),
+    and the canonical value of each one given."""
+    errors: list[Detail] = []
+    canonical: dict[str, Any] = {}
+    given = QueryParams(scope.get("query_string", b""))
+    headers = Headers(scope=scope)
+    path_params = scope.get("path_params", {})
+    sources: dict[str, Callable[[str], Any]] = {
+        "path": path_params.get,
+        "query": given.get,
+        "header": headers.get,
+    }
+    order = {"path": 0, "query": 1, "header": 2, "cookie": 3}
+    for parameter in sorted(operation.parameters, key=lambda p: order[p.location]):
+        loc: list[str | int] = [parameter.location, parameter.name]
+        if parameter.location == "query" and len(given.getlist(parameter.name)) > 1:
+            errors.append(detail(loc, "Input should be given once", "value_error"))
+            continue
+        source = sources.get(parameter.location)
+        raw = source(parameter.name) if source is not None else None
+        if raw is None:
+            if parameter.required:
+                errors.append(detail(loc, "Field required", "missing", input=None))
+            continue
+        try:
+            canonical[f"{parameter.location}:{parameter.name}"] = parameter.adapter.validate_python(
+                raw
+            )
+        except ValidationError as error:
+            errors += _details(error, loc, secret=parameter.secret)
+    if operation.console:  # the console's contract: unknown query parameters refused
+        known = {p.name for p in operation.parameters if p.location == "query"}
+        errors += [
+            detail(["query", name], "Extra inputs are not permitted", "extra_forbidden")
+            for name in sorted(set(given.keys()) - known)
+        ]
+    return errors, canonical
+
+
+def _body(given: Body, scope: Scope, raw: bytes) -> tuple[list[Detail], bytes | None]:
+    """The body's errors, or the body as pydantic read it (only what was sent)."""
+    if not raw:
+        if given.required:
+            return [detail(["body"], "Field required", "missing", input=None)], None
+        return [], None
+    if given.media_type == "application/x-www-form-urlencoded":
+        value: Any = dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
+    else:
+        extensions = scope.get("extensions", {})
+        value = extensions[_PARSED] if _PARSED in extensions else parse_json(raw)
+    try:
+        validated = given.adapter.validate_python(value, from_attributes=True)
+    except ValidationError as error:
+        return _details(error, ["body"], secrets=given.secrets), None
+    if given.media_type == "application/x-www-form-urlencoded":
+        return [], raw
+    return [], json.dumps(
+        given.adapter.dump_python(validated, mode="json", exclude_unset=True)
+    ).encode()
+
+
+def _details(
+    error: ValidationError,
+    prefix: list[str | int],
+    *,
+    secret: bool = False,
+    secrets: Iterable[tuple[str | int, ...]] = (),
+) -> list[Detail]:
+    """pydantic's errors as FastAPI answers them: ``loc`` under ``prefix``, no ``url``;
+    never the ``input`` of a secret, nor of anything holding one."""
+    hidden = {tuple(loc) for loc in secrets}
+    shown = []
+    for item in error.errors(include_url=False):
+        loc = tuple(item["loc"])
+        found: Detail = {"type": item["type"], "loc": [*prefix, *loc], "msg": item["msg"]}
+        # A secret's own input, or a body (or part of one) that may hold one: not shown.
+        container = isinstance(item["input"], dict | list)
+        if not (secret or loc in hidden or (hidden and container)):
+            found["input"] = _plain(item["input"])
+        if "ctx" in item:
+            found["ctx"] = {k: _plain(v) for k, v in item["ctx"].items()}
+        shown.append(found)
+    return shown
+
+
+def _plain(value: Any) -> Any:
+    """JSON's values as they are; anything else (an exception in ``ctx``) as text."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return str(value)
+
+
+def _canonical_url(scope: Scope, operation: Operation, canonical: Mapping[str, Any]) -> None:
+    """Path and query as pydantic read them (``/v1/api-keys/01`` is key 1, ``limit=5.0``
+    is 5); unknown query parameters of the v1 API left out, as FastAPI ignores them."""
+    path_params = scope.get("path_params", {})
+    if path_params:
+        given = dict(path_params)
+        values = {name: _text(canonical.get(f"path:{name}", v)) for name, v in given.items()}
+        root = scope["path"][: len(scope["path"]) - len(_fill(operation.path, given, quoted=False))]
+        path_params.update(values)
+        scope["path"] = root + _fill(operation.path, values, quoted=False)
+        scope["raw_path"] = (root + _fill(operation.path, values, quoted=True)).encode()
+    if not operation.console:
+        query = [
+            (name, _text(canonical[f"query:{name}"]))
+            for name, _ in parse_qsl(
+                scope.get("query_string", b"").decode(), keep_blank_values=True
+            )
+            if f"query:{name}" in canonical
+        ]
+        scope["query_string"] = urlencode(query).encode()
+
+
+def _fill(template: str, values: Mapping[str, str], *, quoted: bool) -> str:
+    for name, value in values.items():
+        template = template.replace("{" + name + "}", quote(value, safe="") if quoted else value)
+    return template
+
+
+def _text(value: Any) -> str:
+    return value.value if hasattr(value, "value") else str(value)

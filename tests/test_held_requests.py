@@ -6,6 +6,11 @@ to a live server with 2 workers: the headers of every management write go out fi
 then the caller is demoted, removed, deactivated or has their password changed (and
 that change commits), then the bodies follow. Every held request must answer as a
 fresh request would now (403 or 401, in its surface's shape) and change nothing.
+
+The JSON body is read before the credentials are checked, in FastAPI's order, so a held
+request is judged as a fresh one by the time its body is in; what may still happen
+between that check and the commit is caught by the transaction's own check
+(``db.authority``), shown in-process by ``tests/handlers/test_authority.py``.
 """
 
 from __future__ import annotations
@@ -194,10 +199,28 @@ class TestAnAdminsHeldWrites:
             )
         assert demoted.status_code == 200, demoted.text
         before = _state(live)
-        _assert_refused(_finish_all(held), 403)
-        assert _state(live) == before
-        assert _state(live)["members"][scene.actor] == "member"
-        assert _events_by(live, scene.actor_id) == before_events
+        replies = _finish_all(held)
+        # As a member now: their own new key is theirs to make, another's key is not
+        # theirs to see (404); every admin's write is refused.
+        member_may = {
+            "POST /v1/api-keys": 201,
+            f"PATCH /v1/api-keys/{scene.key_id}": 404,
+            f"POST /v1/api-keys/{scene.key_id}/rotate": 404,
+        }
+        assert {label: replies.pop(label).status for label in member_may} == member_may
+        _assert_refused(replies, 403)
+        after = _state(live)
+        made = set(after["keys"]) - set(before["keys"])
+        assert len(made) == 1 and after["keys"][made.pop()][0] == "held create"
+        assert {k: after["keys"][k] for k in before["keys"]} == before["keys"]
+        assert {k: v for k, v in after.items() if k != "keys"} == {
+            k: v for k, v in before.items() if k != "keys"
+        }
+        assert after["members"][scene.actor] == "member"
+        assert [e["action"] for e in _events_by(live, scene.actor_id)] == [
+            "key.created",
+            *[e["action"] for e in before_events],
+        ]
 
     def test_removed_admin_is_refused_403_and_changes_nothing(self, live):
         scene = _Scene(live)

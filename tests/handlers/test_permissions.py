@@ -22,9 +22,25 @@ class TestList:
         assert response.status_code == 403
         assert response.json() == {"detail": "API keys cannot manage permissions"}
 
-    def test_422_for_an_unknown_query_parameter(self, client, factory, member):
+    def test_200_ignores_an_unknown_query_parameter_as_fastapi_does(self, client, factory, member):
         response = client.get("/v1/permissions", params={"q": "x"}, headers=factory.auth(member))
+        assert response.status_code == 200
+        assert [p["id"] for p in response.json()["items"]] == [
+            "readApplications",
+            "writeApplications",
+        ]
+
+    def test_422_for_an_account_header_that_is_not_an_id(self, client, factory, admin):
+        response = client.get(
+            "/v1/permissions", headers={**factory.auth(admin), "x-account-id": "acme"}
+        )
         assert response.status_code == 422
+        [error] = response.json()["detail"]
+        assert (error["loc"], error["type"], error["input"]) == (
+            ["header", "x-account-id"],
+            "string_pattern_mismatch",
+            "acme",
+        )
 
 
 class TestCreate:

@@ -83,10 +83,20 @@ class TestList:
         )
         assert response.status_code == 403
 
-    def test_422_for_an_unknown_query_parameter(self, client, factory, admin):
+    def test_200_ignores_an_unknown_query_parameter_as_fastapi_does(self, client, factory, admin):
         response = client.get("/v1/users", params={"role": "admin"}, headers=factory.auth(admin))
+        assert response.status_code == 200
+        assert [m["id"] for m in response.json()["items"]] == [admin.id]
+
+    def test_422_for_an_account_header_that_is_not_an_id(self, client, factory, admin):
+        response = client.get("/v1/users", headers={**factory.auth(admin), "x-account-id": "acme"})
         assert response.status_code == 422
-        assert response.json()["detail"][0]["loc"] == ["query", "role"]
+        [error] = response.json()["detail"]
+        assert (error["loc"], error["type"], error["input"]) == (
+            ["header", "x-account-id"],
+            "string_pattern_mismatch",
+            "acme",
+        )
 
 
 class TestCreate:
