@@ -15,6 +15,7 @@ import db.api_keys
 import db.audit
 import db.users
 from db import crypto
+from db.engine import for_writing
 from db.models import Account, ApiKey, Role, User
 
 PASSWORD = "correct-horse-battery-staple"
@@ -37,7 +38,10 @@ class Factory:
 
     @classmethod
     def from_engine(cls, engine: Engine, secrets: crypto.Secrets) -> Factory:
-        return cls(sessionmaker(engine, expire_on_commit=False), secrets)
+        # Writes take SQLite's write lock at BEGIN, as the service's do: a transaction
+        # that read first could fail to write once another writer committed meanwhile
+        # (SQLITE_BUSY_SNAPSHOT, which no busy timeout waits out).
+        return cls(sessionmaker(for_writing(engine), expire_on_commit=False), secrets)
 
     def account(self, name: str = "acme") -> Account:
         with self.sessions() as session, session.begin():
