@@ -17,7 +17,7 @@ ran at that read.
 from __future__ import annotations
 
 import json
-from collections.abc import Container, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,12 +28,14 @@ from sqlalchemy.orm import Session, joinedload, lazyload, selectinload
 from sqlalchemy.orm.attributes import flag_modified
 
 import db.audit
+import db.limits
 import db.permissions
 import db.policies
 import db.session
 import db.users
 from db import crypto
-from db.errors import Conflict, Forbidden, InvalidInput, NotFound
+from db.errors import Conflict, Forbidden, NotFound
+from db.meta import check_meta
 from db.models import ApiKey, ApiKeyPermission, DisabledBy, KeyStatus, key_status_clause
 from db.pages import Page, newest_first
 
@@ -43,7 +45,19 @@ _CANNOT_ROTATE = {
     KeyStatus.EXPIRED: "An expired key cannot be rotated",
 }
 # Fields a PATCH may change (the keys of ``changes`` in ``update``), in the audit's order.
-EDITABLE = ("description", "expires_at", "permissions", "external_id", "meta", "enabled")
+EDITABLE = (
+    "description",
+    "expires_at",
+    "permissions",
+    "external_id",
+    "meta",
+    "enabled",
+    "credits",
+    "ratelimits",
+)
+# What only an admin sets: a member's own key could otherwise spend without limit.
+ADMINS_ONLY = frozenset({"credits", "ratelimits"})
+LIMITS_ARE_ADMINS = "Only an admin sets a key's credits and rate limits"
 EDITABLE_FIELDS = frozenset(EDITABLE)
 OWNER_GONE = "The key's owner is no longer an active member of this account"
 _ONLY_AN_ADMIN_TURNS_ON = {
@@ -53,7 +67,6 @@ _ONLY_AN_ADMIN_TURNS_ON = {
     DisabledBy.DEACTIVATION: "This key was switched off when its owner was deactivated:"
     " only an admin can switch it on",
 }
-MAX_META_BYTES = 4096
 
 
 class _Unset:
@@ -111,6 +124,8 @@ class NewKey:
     external_id: str | None = None
     meta: dict[str, Any] | None = None
     enabled: bool = True
+    credits: dict[str, Any] | None = None  # as the API takes them (``db.limits.Credits``)
+    ratelimits: Sequence[dict[str, Any]] = ()
 
 
 def issue(
@@ -120,7 +135,7 @@ def issue(
     record and the full key, which is never seen again."""
     account_id, user_id, by_admin = caller.scope.account_id, caller.user_id, caller.is_admin
     assert account_id is not None and user_id is not None, "a key is issued to a member"
-    _check_meta(new.meta)
+    check_meta(new.meta)
     if not db.users.is_active_member(session, account_id, user_id):
         raise Forbidden("You are not a member of this account")
     policy = db.policies.of(session, account_id)
@@ -147,6 +162,10 @@ def issue(
     key.permission_links = [
         ApiKeyPermission(account_id=account_id, permission_id=p) for p in granted
     ]
+    if (new.credits is not None or new.ratelimits) and not by_admin:
+        raise Forbidden(LIMITS_ARE_ADMINS)
+    db.limits.set_credits(key, db.limits.Credits.from_api(new.credits, ["body", "credits"]), now)
+    db.limits.set_ratelimits(key, new.ratelimits, account_id)
     session.add(key)
     session.flush()
     created = _snapshot(key) | {"key_prefix": key.key_prefix}
@@ -181,7 +200,7 @@ def change(caller: Caller, key_id: int, changes: dict[str, Any], now: datetime) 
     when nothing changed. Any other PATCH locks the key in the request's transaction
     and changes it from the row as it is then (``_update``).
     """
-    _check_meta(changes.get("meta"))
+    check_meta(changes.get("meta"))
     with db.session.apart(writes=False) as reading:
         key = find(reading, caller.scope, key_id)
     if not _changing(key, changes):
@@ -199,9 +218,25 @@ def _changing(key: ApiKey, changes: dict[str, Any]) -> set[str]:
 def _same(field: str, held: Any, wanted: Any) -> bool:
     if field == "permissions":
         return set(held) == set(wanted)
-    if field == "meta":
+    if field == "credits":
+        wanted = _credits(wanted)
+    if field in ("meta", "credits"):
         return json.dumps(held, sort_keys=True) == json.dumps(wanted, sort_keys=True)
+    if field == "ratelimits":
+        return bool(held == _ratelimits(wanted))
     return bool(held == wanted)
+
+
+def _credits(given: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Credits as the API takes them, in the one form they are shown in."""
+    parsed = db.limits.Credits.from_api(given, ["body", "credits"])
+    return None if parsed is None else parsed.to_api()
+
+
+def _ratelimits(given: Sequence[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    return sorted(
+        ({"auto_apply": False, **limit} for limit in given or []), key=lambda one: one["name"]
+    )
 
 
 def _locked(
@@ -267,6 +302,13 @@ def _update(
         _grant_exactly(session, key, changes["permissions"], policy, by_admin=by_admin)
     if "enabled" in changing:
         _switch(session, key, changes["enabled"], caller)
+    if changing & ADMINS_ONLY and not by_admin:
+        raise Forbidden(LIMITS_ARE_ADMINS)
+    if "credits" in changing:
+        credits_given = db.limits.Credits.from_api(changes["credits"], ["body", "credits"])
+        db.limits.set_credits(key, credits_given, now)
+    if "ratelimits" in changing:
+        db.limits.set_ratelimits(key, changes["ratelimits"], key.account_id)
     for field in ("description", "external_id", "meta"):
         if field in changing:
             setattr(key, field, changes[field])
@@ -390,16 +432,6 @@ def _grant_exactly(
     ]
 
 
-def _check_meta(meta: dict[str, Any] | None) -> None:
-    if meta is None:
-        return
-    size = len(json.dumps(meta, separators=(",", ":"), ensure_ascii=False).encode())
-    if size > MAX_META_BYTES:
-        raise InvalidInput(
-            f"meta is {size} bytes as compact JSON; at most {MAX_META_BYTES}", ["body", "meta"]
-        )
-
-
 def lock_owned(session: Session, account_id: int | None, user_id: int) -> None:
     """Lock every key of ``user_id`` (in one account, or all) before the owner's
     membership or activity changes.
@@ -441,11 +473,26 @@ def _owned(account_id: int | None, user_id: int) -> ColumnElement[bool]:
 
 def _snapshot(key: ApiKey, only: Container[str] = EDITABLE_FIELDS) -> dict[str, Any]:
     """The editable fields (those in ``only``), as the audit trail shows them."""
+    special: dict[str, Callable[[], Any]] = {
+        "permissions": lambda: key.permissions,
+        "credits": lambda: _stored_credits(key),
+        "ratelimits": lambda: [limit.to_api() for limit in key.ratelimit_rows],
+    }
     return {
-        field: key.permissions if field == "permissions" else getattr(key, field)
+        field: special[field]() if field in special else getattr(key, field)
         for field in EDITABLE
         if field in only
     }
+
+
+def _stored_credits(key: ApiKey) -> dict[str, Any] | None:
+    """The credits as set (a refill not yet applied shows as set): what a PATCH compares."""
+    if key.credits_remaining is None:
+        return None
+    refill = None
+    if key.refill_interval is not None and key.refill_amount is not None:
+        refill = db.limits.Refill(key.refill_interval, key.refill_amount, key.refill_day)
+    return db.limits.Credits(key.credits_remaining, refill).to_api()
 
 
 def _audit(
@@ -457,3 +504,19 @@ def _audit(
     changes: dict[str, Any] | None = None,
 ) -> None:
     db.audit.record(session, key.account_id, actor, action, ("api_key", key.id), now, changes)
+
+
+def change_credits(
+    session: Session, caller: Caller, key_id: int, op: str, value: int, now: datetime
+) -> ApiKey:
+    """``set``, ``increment`` or ``decrement`` a key's credits, on its locked row (a
+    verify spending at once waits, or is waited for): admins only, audited."""
+    if not caller.is_admin:
+        raise Forbidden(LIMITS_ARE_ADMINS)
+    key = _locked(session, caller.scope, key_id, with_permissions=False)
+    remaining = db.limits.change_credits(key, op, value, now)
+    key.updated_at = now
+    session.flush()
+    changes = {"op": op, "value": value, "remaining": remaining}
+    _audit(session, key, caller.actor, "key.credits_changed", now, changes)
+    return key

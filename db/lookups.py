@@ -21,11 +21,14 @@ from typing import Any, Protocol
 
 from sqlalchemy import (
     ARRAY,
+    ColumnElement,
     Select,
     String,
     Text,
+    and_,
     any_,
     bindparam,
+    case,
     cast,
     func,
     literal_column,
@@ -38,7 +41,17 @@ from sqlalchemy.engine import URL, Dialect, make_url
 
 from db.engine import Limits, postgresql_server_settings
 from db.errors import Unavailable
-from db.models import ApiKey, ApiKeyPermission, KeyStatus, Membership, Role, User, key_status
+from db.models import (
+    ApiKey,
+    ApiKeyPermission,
+    Identity,
+    KeyStatus,
+    Membership,
+    RateLimit,
+    Role,
+    User,
+    key_status,
+)
 
 UNAVAILABLE = "The database is unavailable or busy; try again shortly"
 
@@ -50,6 +63,8 @@ class Code(enum.StrEnum):
     REVOKED = "REVOKED"
     DISABLED = "DISABLED"
     INSUFFICIENT_PERMISSIONS = "INSUFFICIENT_PERMISSIONS"
+    USAGE_EXCEEDED = "USAGE_EXCEEDED"  # its credits, or its identity's, are spent
+    RATE_LIMITED = "RATE_LIMITED"  # a rate limit it is checked against is reached
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +92,27 @@ class Found:
     external_id: str | None
     meta: str | None
     stale_digest: tuple[str, str] | None = None  # (column, digest)
+    # Usage limits (``db.limits``): the key's credits and refill, its identity's, and
+    # every rate limit of either (name, limit, duration_ms, auto_apply, on the key?).
+    credits: Refilling | None = None
+    identity_id: int | None = None
+    identity_meta: str | None = None
+    identity_credits: Refilling | None = None
+    ratelimits: tuple[tuple[str, int, int, bool, bool], ...] = ()
+
+    @property
+    def limited(self) -> bool:
+        return bool(self.credits or self.identity_credits or self.ratelimits)
+
+
+@dataclass(frozen=True, slots=True)
+class Refilling:
+    """Credits as verify reads them: enough to spend them (``db.limits.Payer``)."""
+
+    remaining: int
+    interval: str | None
+    amount: int | None
+    day: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,11 +141,31 @@ def judge(found: Found | None, required: Sequence[str], now: datetime) -> Code:
     return Code.VALID
 
 
-def _key_query(permissions: Any, digests: Any, meta: Any) -> Select[Any]:
-    """``digests`` is a key's digest under each accepted server secret (an IN list)."""
+def _key_query(permissions: Any, digests: Any, meta: Any, joined: Any) -> Select[Any]:
+    """``digests`` is a key's digest under each accepted server secret (an IN list);
+    ``joined`` aggregates text into one ``;``-separated string (a dialect's own)."""
     key, links, users = ApiKey.__table__.c, ApiKeyPermission.__table__.c, User.__table__.c
     memberships = Membership.__table__.c
+    identities, limits = Identity.__table__.c, RateLimit.__table__.c
     held = select(permissions).where(links.api_key_id == key.id).scalar_subquery()
+    # name,limit,duration_ms,auto_apply,owner: names hold none of ",;" (the spec's pattern).
+    comma: ColumnElement[str] = literal_column("','", Text)
+    limit_text = (
+        limits.name
+        + comma
+        + cast(limits.limit, Text)
+        + comma
+        + cast(limits.duration_ms, Text)
+        + comma
+        + case((limits.auto_apply, literal_column("'1'")), else_=literal_column("'0'"))
+        + comma
+        + case((limits.key_id.is_not(None), literal_column("'k'")), else_=literal_column("'i'"))
+    )
+    ratelimits = (
+        select(joined(limit_text))
+        .where(or_(limits.key_id == key.id, limits.identity_id == identities.id))
+        .scalar_subquery()
+    )
     owner_here = (
         select(memberships.user_id)
         .where(memberships.account_id == key.account_id, memberships.user_id == key.user_id)
@@ -130,8 +186,26 @@ def _key_query(permissions: Any, digests: Any, meta: Any) -> Select[Any]:
             (key.enabled & users.is_active & owner_here).label("enabled"),
             key.external_id,
             meta(key.meta),
+            key.credits_remaining,
+            key.refill_interval,
+            key.refill_amount,
+            key.refill_day,
+            identities.id,
+            meta(identities.meta),
+            identities.credits_remaining,
+            identities.refill_interval,
+            identities.refill_amount,
+            identities.refill_day,
+            ratelimits.label("ratelimits"),
         )
         .join_from(ApiKey.__table__, User.__table__, users.id == key.user_id)
+        .outerjoin(
+            Identity.__table__,
+            and_(
+                identities.account_id == key.account_id,
+                identities.external_id == key.external_id,
+            ),
+        )
         .where(or_(digests(key.key_digest), digests(key.previous_key_digest)))
     )
 
@@ -204,6 +278,11 @@ class _Rows:
             external_id=row[11],
             meta=row[12],
             stale_digest=stale if stale[1] != digests[0] else None,
+            credits=_refilling(row[13:17]),
+            identity_id=row[17],
+            identity_meta=row[18],
+            identity_credits=_refilling(row[19:23]),
+            ratelimits=_ratelimits(row[23]),
         )
 
     @staticmethod
@@ -212,6 +291,21 @@ class _Rows:
             return None
         memberships = tuple((row[1], Role(row[2])) for row in rows if row[1] is not None)
         return UserFound(user_id, bool(rows[0][0]), int(rows[0][3]), memberships)
+
+
+def _refilling(columns: Sequence[Any]) -> Refilling | None:
+    remaining, interval, amount, day = columns
+    return None if remaining is None else Refilling(int(remaining), interval, amount, day)
+
+
+def _ratelimits(text: str | None) -> tuple[tuple[str, int, int, bool, bool], ...]:
+    if not text:
+        return ()
+    found = []
+    for item in text.split(";"):
+        name, limit, duration, auto, owner = item.split(",")
+        found.append((name, int(limit), int(duration), auto == "1", owner == "k"))
+    return tuple(found)
 
 
 class SqliteLookups(_Rows):
@@ -269,7 +363,12 @@ class SqliteLookups(_Rows):
             ApiKeyPermission.__table__.c.permission_id, literal_column("' '")
         )
         sql = self._key_sql[count] = _compiled(
-            _key_query(permissions, lambda column: column.in_(names), lambda meta: meta),
+            _key_query(
+                permissions,
+                lambda column: column.in_(names),
+                lambda meta: meta,
+                lambda text: func.group_concat(text, literal_column("';'")),
+            ),
             self._dialect,
         )
         return sql
@@ -309,6 +408,7 @@ class PostgresLookups(_Rows):
             lambda column: column == any_(bindparam("digests", type_=ARRAY(String))),
             # As text, so asyncpg hands it over undecoded (decoded for a VALID answer only).
             lambda meta: cast(meta, Text),
+            lambda text: func.string_agg(text, literal_column("';'")),
         ),
         _dialect,
     )

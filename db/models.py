@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
     and_,
     false,
     not_,
@@ -150,7 +151,28 @@ class DisabledBy(enum.StrEnum):
     DEACTIVATION = "deactivation"
 
 
-class ApiKey(Base):
+class RefillInterval(enum.StrEnum):
+    DAILY = "daily"
+    MONTHLY = "monthly"
+
+
+class Credited:
+    """Credits that a ``VALID`` verify spends (``db.limits``), on a key or an identity.
+
+    ``credits_remaining`` None: no credits, nothing to spend. With a refill, the
+    remaining credits are set to ``refill_amount`` at each refill moment (UTC midnight
+    each day, or on ``refill_day`` of each month), computed when next spent or read:
+    ``refilled_at`` is the refill moment last applied.
+    """
+
+    credits_remaining: Mapped[int | None] = mapped_column(BigInteger)
+    refill_interval: Mapped[RefillInterval | None] = mapped_column(_text_enum(RefillInterval))
+    refill_amount: Mapped[int | None] = mapped_column(BigInteger)
+    refill_day: Mapped[int | None] = mapped_column(Integer)
+    refilled_at: Mapped[datetime | None]
+
+
+class ApiKey(Credited, Base):
     __tablename__ = "api_keys"
     # An account's keys, newest first (lists and their cursors), from the index alone.
     __table_args__ = (
@@ -183,6 +205,9 @@ class ApiKey(Base):
     disabled_by: Mapped[DisabledBy | None] = mapped_column(_text_enum(DisabledBy))
     # An admin set ``expires_at``: a member may then bring it forward, never later or off.
     expiry_set_by_admin: Mapped[bool] = mapped_column(default=False, server_default=false())
+    ratelimit_rows: Mapped[list[RateLimit]] = relationship(
+        cascade="all, delete-orphan", lazy="selectin", order_by="RateLimit.name"
+    )
     permission_links: Mapped[list[ApiKeyPermission]] = relationship(
         cascade="all, delete-orphan",
         lazy="selectin",
@@ -250,6 +275,80 @@ def key_status_clause(status: KeyStatus, now: datetime) -> ColumnElement[bool]:
             return and_(*clauses, holds(now))
         clauses.append(not_(holds(now)))
     return and_(*clauses)
+
+
+class Identity(Credited, Base):
+    """Whoever holds keys, by the account's own ``external_id`` for them: a customer.
+
+    Its credits and rate limits are shared by every key of that ``external_id`` in the
+    account; a key's ``external_id`` needs no identity.
+    """
+
+    __tablename__ = "identities"
+    __table_args__ = (UniqueConstraint("account_id", "external_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    external_id: Mapped[str] = mapped_column(String(255))
+    meta: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ratelimit_rows: Mapped[list[RateLimit]] = relationship(
+        cascade="all, delete-orphan", lazy="selectin", order_by="RateLimit.name"
+    )
+
+
+class RateLimit(Base):
+    """A limit of ``limit`` uses per ``duration_ms`` on a key or on an identity. An
+    auto-applied one is checked on every verify; another when a verify names it."""
+
+    __tablename__ = "ratelimits"
+    __table_args__ = (
+        UniqueConstraint("key_id", "name"),
+        UniqueConstraint("identity_id", "name"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"))
+    identity_id: Mapped[int | None] = mapped_column(ForeignKey("identities.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(64))
+    limit: Mapped[int]
+    duration_ms: Mapped[int]
+    auto_apply: Mapped[bool] = mapped_column(default=False, server_default=false())
+
+    def to_api(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "limit": self.limit,
+            "duration_ms": self.duration_ms,
+            "auto_apply": self.auto_apply,
+        }
+
+
+class RateLimitWindow(Base):
+    """Uses counted in one fixed window of one limit (``db.limits``); gone once old."""
+
+    __tablename__ = "ratelimit_windows"
+
+    bucket: Mapped[str] = mapped_column(String(400), primary_key=True)
+    window_start_ms: Mapped[int] = mapped_column(primary_key=True)
+    used: Mapped[int]
+    ends_at_ms: Mapped[int] = mapped_column(index=True)
+
+
+class RateLimitOverride(Base):
+    """A standalone limit's own limit for one identifier (``POST /v1/ratelimit``)."""
+
+    __tablename__ = "ratelimit_overrides"
+
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    namespace: Mapped[str] = mapped_column(String(64), primary_key=True)
+    identifier: Mapped[str] = mapped_column(String(255), primary_key=True)
+    limit: Mapped[int]
+    duration_ms: Mapped[int]
 
 
 class Permission(Base):

@@ -6,6 +6,7 @@ from datetime import timedelta
 from typing import Any
 
 import db.api_keys
+import db.limits
 import db.session
 from db.access import Actor
 from db.models import ApiKey, KeyStatus
@@ -46,6 +47,8 @@ def create(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
         external_id=body.get("external_id"),
         meta=body.get("meta"),
         enabled=body.get("enabled", True),
+        credits=body.get("credits"),
+        ratelimits=body.get("ratelimits") or [],
     )
     session, caller = db.session.current(), actor.key_caller()
     key, full_key = db.api_keys.issue(session, current.secrets, caller, new, current.now())
@@ -66,7 +69,7 @@ def update(item_id: int, body: dict[str, Any]) -> dict[str, Any]:
         changes["expires_at"] = parse_rfc3339(body["expires_at"], ["body", "expires_at"])
     if "permissions" in body:
         changes["permissions"] = body["permissions"] or []
-    for field in ("external_id", "meta", "enabled"):
+    for field in ("external_id", "meta", "enabled", "credits", "ratelimits"):
         if field in body:
             changes[field] = body[field]
     return read(db.api_keys.change(actor.key_caller(), item_id, changes, runtime().now()))
@@ -121,4 +124,20 @@ def detail(key: ApiKey, *, full_key: str | None = None) -> dict[str, Any]:
         "meta": key.meta,
         "enabled": key.enabled,
         "disabled_by": None if key.disabled_by is None else key.disabled_by.value,
+        "credits": _credits(key),
+        "ratelimits": [limit.to_api() for limit in key.ratelimit_rows],
     }
+
+
+def credits(item_id: int, body: dict[str, Any]) -> dict[str, Any]:  # noqa: A001
+    """Admins: ``set``, ``increment`` or ``decrement`` a key's credits."""
+    caller = _key_manager().key_caller()
+    key = db.api_keys.change_credits(
+        db.session.current(), caller, item_id, body["op"], body["value"], runtime().now()
+    )
+    return {"credits": _credits(key)}
+
+
+def _credits(key: ApiKey) -> dict[str, Any] | None:
+    held = db.limits.credits_of(key, runtime().now())
+    return None if held is None else held.to_api()

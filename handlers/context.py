@@ -19,6 +19,7 @@ import db.authority
 import db.session
 from db import crypto
 from db.access import Actor, Principal, resolve_actor
+from db.limits import DatabaseWindows, Windows
 from db.logins import SignIn
 from db.lookups import Lookups
 from db.usage import Usage
@@ -38,6 +39,7 @@ class Runtime:
     passwords: crypto.PasswordHashing  # argon2id, a few at a time
     sign_in: SignIn  # token lifetime and the login limit
     request_timeout_seconds: float  # a request's budget (readiness answers within half)
+    windows: Windows = field(default_factory=DatabaseWindows)  # where rate limits count
     metrics_here: bool = True  # GET /metrics on the API's port
     metrics_token: str | None = field(default=None, repr=False)  # ... for this token only
 

@@ -1,16 +1,21 @@
 """``/v1/keys/verify``: is this key good, and may it do this? The key is the credential.
 
 The data plane's one operation: ``async``, one lookup through the worker's key reader
-(``db.lookups``), no request transaction and no write.
+(``db.lookups``), no request transaction. A key with usage limits (credits, rate limits)
+then spends them in one atomic transaction of its own (``db.limits``); any other
+writes nothing.
 """
 
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
+from anyio import to_thread
 from prometheus_client import Counter
 
+import db.limits
 from db import crypto
 from db.lookups import Code, Found, judge
 from db.timefmt import rfc3339
@@ -33,26 +38,31 @@ async def verify(body: dict[str, Any]) -> dict[str, Any]:
     if found is not None and scope is not None and found.account_id != scope:
         found = None  # another account's key: told exactly like a key that does not exist
     code = judge(found, body.get("permissions") or (), now)
+    limits: dict[str, Any] = {"ratelimits": [], "credits_remaining": NO_CREDITS}
+    if code is Code.VALID and found is not None:
+        cost = body.get("cost", 1)
+        windows, payers = db.limits.verify_plan(found, body.get("ratelimits") or [], cost)
+        if windows or payers:  # only a key with limits writes, in one atomic spend
+            outcome = await to_thread.run_sync(
+                db.limits.spend_apart, current.windows, windows, payers, cost, now
+            )
+            code = Code(outcome.refused) if outcome.refused else code
+            limits = _limits_told(outcome, now)
     VERIFICATIONS.labels(code.value).inc()
-    if found is not None and code in (Code.VALID, Code.INSUFFICIENT_PERMISSIONS):
+    if found is not None and code in USED:
         current.usage.note(found, digests[0], now)  # the flusher writes it, off this request
     if code is not Code.VALID or found is None:
-        # Only a valid key's metadata is told: nothing about anyone else's records.
-        return {
-            "valid": False,
-            "code": code.value,
-            "key_id": None,
-            "account_id": None,
-            "user_id": None,
-            "permissions": [],
-            "expires_at": None,
-            "rotation": None,
-            "external_id": None,
-            "meta": None,
-        }
+        # Only a valid key's metadata is told: nothing about anyone else's records. Its
+        # holder learns which limit refused, and when it resets.
+        told = limits if code in (Code.RATE_LIMITED, Code.USAGE_EXCEEDED) else {}
+        return NOTHING_TOLD | {"code": code.value} | told
     rotation = None
     if not found.by_current_secret:
         rotation = {"replaced": True, "expires_at": rfc3339(found.previous_secret_expires_at)}
+    identity = None
+    if found.identity_id is not None:
+        meta = None if found.identity_meta is None else json.loads(found.identity_meta)
+        identity = {"external_id": found.external_id, "meta": meta}
     return {
         "valid": True,
         "code": code.value,
@@ -64,4 +74,43 @@ async def verify(body: dict[str, Any]) -> dict[str, Any]:
         "rotation": rotation,
         "external_id": found.external_id,
         "meta": None if found.meta is None else json.loads(found.meta),
+        "identity": identity,
+    } | limits
+
+
+# A key that was presented while it worked: its last use is noted.
+USED = frozenset(
+    {Code.VALID, Code.INSUFFICIENT_PERMISSIONS, Code.RATE_LIMITED, Code.USAGE_EXCEEDED}
+)
+NO_CREDITS: dict[str, int | None] = {"key": None, "identity": None}
+NOTHING_TOLD: dict[str, Any] = {
+    "valid": False,
+    "key_id": None,
+    "account_id": None,
+    "user_id": None,
+    "permissions": [],
+    "expires_at": None,
+    "rotation": None,
+    "external_id": None,
+    "meta": None,
+    "identity": None,
+    "ratelimits": [],
+    "credits_remaining": NO_CREDITS,
+}
+
+
+def _limits_told(outcome: db.limits.Outcome, now: datetime) -> dict[str, Any]:
+    now_ms = int(now.timestamp() * 1000)
+    return {
+        "ratelimits": [
+            {
+                "name": counted.window.name,
+                "limit": counted.window.limit,
+                "remaining": counted.remaining,
+                "reset_at": rfc3339(counted.window.reset_at(now_ms)),
+                "exceeded": counted.exceeded,
+            }
+            for counted in sorted(outcome.windows, key=lambda c: c.window.name)
+        ],
+        "credits_remaining": NO_CREDITS | outcome.credits,
     }

@@ -51,8 +51,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from db.crypto import PasswordHashing, Secrets
 from db.engine import make_engine
+from db.limits import DatabaseWindows
 from db.logins import SignIn
 from db.lookups import lookups_for
+from db.redis_windows import RedisWindows
 from db.session import Sessions
 from db.usage import Usage
 from handlers.context import Runtime
@@ -137,8 +139,15 @@ class Service:
             request_timeout_seconds=settings.request_timeout_seconds,
             metrics_here=settings.metrics == "on",
             metrics_token=settings.metrics_token,
+            windows=(
+                DatabaseWindows()
+                if settings.redis_url is None
+                else RedisWindows(settings.redis_url, settings.redis_timeout_seconds)
+            ),
         )
-        flusher = Flusher(runtime.usage, sessions, settings.last_used_resolution_seconds)
+        flusher = Flusher(
+            runtime.usage, sessions, settings.last_used_resolution_seconds, runtime.windows
+        )
         return cls(settings, engine, sessions, runtime, flusher)
 
     # A server runs one lifespan per worker; tests may run two at once on one app
@@ -156,6 +165,7 @@ class Service:
         await self.runtime.lookups.close()
         if self.lifespans == 0:
             self.flusher.stop()  # the last notes of last use are written here
+            self.runtime.windows.close()
             self.engine.dispose()
 
 

@@ -1,26 +1,37 @@
-"""Work each worker process does off the request path: writing the notes of key use."""
+"""Work each worker process does off the request path: writing the notes of key use,
+and dropping rate-limit windows that have ended (when they live in the database)."""
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
+from datetime import UTC, datetime
 
 from sqlalchemy.exc import SQLAlchemyError
 
+import db.limits
 import db.usage
+from db.limits import Windows
 from db.session import Sessions
 from db.usage import Usage
 
 logger = logging.getLogger("keyplane.background")
 
 
-class Flusher:
-    """Writes the worker's notes of key use every ``interval`` s, and at shutdown."""
+PURGE_EVERY_SECONDS = 60.0
 
-    def __init__(self, usage: Usage, sessions: Sessions, interval: float) -> None:
+
+class Flusher:
+    """Writes the worker's notes of key use every ``interval`` s, and at shutdown; once
+    a minute, drops the database's rate-limit windows that have ended."""
+
+    def __init__(self, usage: Usage, sessions: Sessions, interval: float, windows: Windows) -> None:
         self.usage = usage
         self.sessions = sessions
         self.interval = interval
+        self.windows = windows
+        self._purged = time.monotonic()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -51,6 +62,18 @@ class Flusher:
             logger.exception("key use not written: unexpected error; will retry")
             self.usage.give_back(notes)
 
+    def purge(self) -> None:
+        if not self.windows.in_database:
+            return
+        try:
+            with self.sessions.writing() as session, session.begin():
+                db.limits.purge_windows(session, datetime.now(UTC))
+        except SQLAlchemyError as error:
+            logger.warning("ended rate-limit windows not dropped yet (%s)", type(error).__name__)
+
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             self.flush()
+            if time.monotonic() - self._purged >= PURGE_EVERY_SECONDS:
+                self._purged = time.monotonic()
+                self.purge()

@@ -12,7 +12,8 @@ How a schema becomes a type:
   pydantic's ``datetime`` on the v1 API (every form it reads; one without an offset is
   UTC), and an RFC 3339 date-time with an offset on the account console API, whose
   contract says so.
-* ``integer`` and ``number``: ``int`` and ``float`` within ``minimum`` and ``maximum``;
+* ``integer`` and ``number``: ``int`` and ``float`` within ``minimum`` and ``maximum``,
+  never JSON's ``true`` or ``false`` (which pydantic would read as 1 and 0);
   ``boolean``: ``bool``; ``array``: a ``list`` within ``minItems`` and ``maxItems``.
 * ``object``: a model whose fields are the properties, required as the schema says
   (the others default to ``None``, and a body keeps only what was sent), with unknown
@@ -36,6 +37,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
+    BeforeValidator,
     ConfigDict,
     Field,
     PlainValidator,
@@ -104,7 +106,8 @@ class _Builder:
             return text
         if kind in ("integer", "number"):
             base = int if kind == "integer" else float
-            return Annotated[base, Field(ge=schema.get("minimum"), le=schema.get("maximum"))]
+            bounds = Field(ge=schema.get("minimum"), le=schema.get("maximum"))
+            return Annotated[base, BeforeValidator(_NOT_A_BOOLEAN[kind]), bounds]
         if kind == "boolean":
             return bool
         if kind == "array":
@@ -132,6 +135,22 @@ class _Builder:
         )
         title = schema.get("title") or f"{name}{next(self._names)}"
         return create_model(re.sub(r"\W", "_", title), __config__=ConfigDict(extra=extra), **fields)
+
+
+def _not_a_boolean(error_type: str, message: str) -> Any:
+    def refuse(value: Any) -> Any:
+        if isinstance(value, bool):
+            raise PydanticCustomError(error_type, message)
+        return value
+
+    return refuse
+
+
+# JSON's true and false are not numbers (pydantic, and so FastAPI, would read 1 and 0).
+_NOT_A_BOOLEAN = {
+    "integer": _not_a_boolean("int_type", "Input should be a valid integer"),
+    "number": _not_a_boolean("float_type", "Input should be a valid number"),
+}
 
 
 def _any_of(options: list[Any]) -> Any:

@@ -63,6 +63,10 @@ class Settings:
     body_timeout_seconds: float = 10.0
     # The documentation site ``make docs`` builds, served at /docs/ (None: not served).
     docs_site: str | None = None
+    # Rate-limit windows in this Redis, shared by every instance (None: in the database).
+    # Its URL may hold a password: never shown.
+    redis_url: str | None = field(default=None, repr=False)
+    redis_timeout_seconds: float = 0.5
 
     @classmethod
     def from_env(
@@ -95,6 +99,8 @@ class Settings:
             header_timeout_seconds=_float(env, "KEYPLANE_HEADER_TIMEOUT_SECONDS", 10.0),
             body_timeout_seconds=_float(env, "KEYPLANE_BODY_TIMEOUT_SECONDS", 10.0),
             docs_site=env.get("KEYPLANE_DOCS_SITE") or _built_docs(),
+            redis_url=env.get("KEYPLANE_REDIS_URL") or None,
+            redis_timeout_seconds=_float(env, "KEYPLANE_REDIS_TIMEOUT_SECONDS", 0.5),
         )
         settings.check(with_secret=with_secret)
         return settings
@@ -130,6 +136,15 @@ class Settings:
             raise SettingsError("KEYPLANE_PASSWORD_HASHES must be between 1 and 64")
         if not 1 <= self.threads <= 64:
             raise SettingsError("KEYPLANE_THREADS must be between 1 and 64")
+        if not 0.05 <= self.redis_timeout_seconds <= self.request_timeout_seconds / 2:
+            raise SettingsError(
+                "KEYPLANE_REDIS_TIMEOUT_SECONDS must be between 0.05 and half of "
+                "KEYPLANE_REQUEST_TIMEOUT_SECONDS"
+            )
+        if self.redis_url is not None and not self.redis_url.startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise SettingsError("KEYPLANE_REDIS_URL must be a redis://, rediss:// or unix:// URL")
         if self.db_pool_size < 1 or self.db_max_overflow < 0:
             raise SettingsError(
                 "KEYPLANE_DB_POOL_SIZE must be at least 1, KEYPLANE_DB_MAX_OVERFLOW at least 0"

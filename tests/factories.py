@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 import db.accounts
 import db.api_keys
 import db.audit
+import db.identities
 import db.users
 from db import crypto
 from db.engine import for_writing
@@ -105,6 +106,13 @@ class Factory:
             )
             new = db.api_keys.NewKey(description, expires_at, permissions)
             return db.api_keys.issue(session, self.secrets, owner, new, datetime.now(UTC))
+
+    def identity(self, account: Account, external_id: str, **given: object) -> None:
+        """A customer of ``account``, its fields as the API takes them."""
+        with self.sessions() as session, session.begin():
+            db.identities.put(
+                session, account.id, external_id, given, actor=db.audit.OPERATOR, now=_now()
+            )
 
     def stored_key(self, key_id: int) -> ApiKey | None:
         with self.sessions() as session:

@@ -59,6 +59,27 @@ def _request_for(operation_id: str, key_id: int, full_key: str) -> tuple[str, st
         "api_keys.rotate": ("POST", f"/v1/api-keys/{key_id}/rotate", {"json": {}}),
         "keys.verify": ("POST", "/v1/keys/verify", {"json": {"key": full_key}}),
         "audit_events.list": ("GET", "/v1/audit-events", {}),
+        "api_keys.credits": (
+            "POST",
+            f"/v1/api-keys/{key_id}/credits",
+            {"json": {"op": "increment", "value": 1}},
+        ),
+        "identities.list": ("GET", "/v1/identities", {}),
+        "identities.get": ("GET", "/v1/identities/cus_1", {}),
+        "identities.put": ("PUT", "/v1/identities/cus_1", {"json": {"meta": {"plan": "pro"}}}),
+        "identities.update": ("PATCH", "/v1/identities/cus_1", {"json": {"meta": None}}),
+        "identities.delete": ("DELETE", "/v1/identities/cus_1", {}),
+        "ratelimits.limit": (
+            "POST",
+            "/v1/ratelimit",
+            {"json": {"namespace": "s", "identifier": "ip", "limit": 1, "duration_ms": 1000}},
+        ),
+        "ratelimits.put_override": (
+            "PUT",
+            "/v1/ratelimit/s/overrides/ip",
+            {"json": {"limit": 1, "duration_ms": 1000}},
+        ),
+        "ratelimits.delete_override": ("DELETE", "/v1/ratelimit/s/overrides/ip", {}),
     }[operation_id]
 
 

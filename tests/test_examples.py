@@ -26,6 +26,8 @@ WELL_AHEAD = timedelta(days=365)
 EXPIRY_FIELDS = {"expires_at", "expiresAt"}
 # Refusals of a request's shape: the console answers 400, the v1 API 422.
 REFUSED_FOR_ITS_SHAPE = {400, 415, 422}
+EXAMPLE_CUSTOMER = "cus_4f2a"  # the ExternalId parameter's example
+EXAMPLE_NAMESPACE, EXAMPLE_IDENTIFIER = "signups", "203.0.113.7"  # and the overrides'
 
 
 def _follow(ref: str) -> Any:
@@ -218,6 +220,16 @@ def test_try_it_out_accepts_every_request_body_example_as_it_is(
     key, _ = factory.api_key(
         admin, account, description="Billing service, staging", permissions=("readApplications",)
     )
+    if operation["operationId"].startswith("identities."):
+        factory.identity(account, EXAMPLE_CUSTOMER)  # what the example replaces or changes
+    if operation["operationId"] == "ratelimits.put_override":
+        # The override the example replaces (200; a new one is 201).
+        first = client.put(
+            path.format(namespace=EXAMPLE_NAMESPACE, identifier=EXAMPLE_IDENTIFIER),
+            json=body,
+            headers=factory.auth(admin),
+        )
+        assert first.status_code == 201, first.text
     if operation["operationId"] == "auth.token":
         # Only the example's own user can sign in with it (a first hour's admin is `admin`).
         factory.user(account, Role.ADMIN, username=body["username"], password=body["password"])
@@ -226,7 +238,14 @@ def test_try_it_out_accepts_every_request_body_example_as_it_is(
     response = client.request(
         method.upper(),
         # Ids that exist: the key and the member made above.
-        path.format(item_id=key.id, id=key.id, user_id=member.id),
+        path.format(
+            item_id=key.id,
+            id=key.id,
+            user_id=member.id,
+            external_id=EXAMPLE_CUSTOMER,
+            namespace=EXAMPLE_NAMESPACE,
+            identifier=EXAMPLE_IDENTIFIER,
+        ),
         headers=_credentials(operation, factory, admin),
         **sent,
     )

@@ -68,6 +68,21 @@ TARGETS = [
     Target("api_keys.update", "PATCH", "/v1/api-keys/{key}", {"description": "x"}),
     Target("api_keys.rotate", "POST", "/v1/api-keys/{key}/rotate", {"grace_period_seconds": 0}),
     Target("keys.verify", "POST", "/v1/keys/verify", {"key": "kp_nothing"}),
+    Target("api_keys.credits", "POST", "/v1/api-keys/{key}/credits", {"op": "set", "value": 1}),
+    Target("identities.put", "PUT", "/v1/identities/cus_1", {"meta": {"plan": "pro"}}),
+    Target("identities.update", "PATCH", "/v1/identities/cus_1", {"meta": None}),
+    Target(
+        "ratelimits.limit",
+        "POST",
+        "/v1/ratelimit",
+        {"namespace": "signups", "identifier": "ip", "limit": 1, "duration_ms": 1000},
+    ),
+    Target(
+        "ratelimits.put_override",
+        "PUT",
+        "/v1/ratelimit/signups/overrides/ip",
+        {"limit": 1, "duration_ms": 1000},
+    ),
     Target("permissions.create", "POST", "/v1/permissions", {"id": "readBilling"}),
     Target("console_keys.create", "POST", "/apikeys", CONSOLE_BODY, console=True),
     Target("console_keys.update", "PATCH", "/apikeys/{key}", CONSOLE_BODY, console=True),
@@ -259,7 +274,7 @@ def test_every_hostile_body_is_a_clear_4xx_and_changes_nothing(
     response = client.request(
         target.method, target.path.format(key=key.id), headers=sent, content=content
     )
-    assert time.monotonic() - started < 0.5  # answered at once, whatever the body
+    assert time.monotonic() - started < 3  # at once, not after a body timeout (10 s)
     assert response.status_code == case.status(target), response.text[:300]
     _assert_shape(target, response)
     if case.says is not None:

@@ -114,7 +114,14 @@ def test_the_server_refuses_what_the_spec_says(
     admin = factory.user(account, Role.ADMIN)
     member = factory.user(account, Role.MEMBER)
     key, _ = factory.api_key(admin, account)
-    url = path.format(item_id=key.id, id=key.id, user_id=member.id)
+    url = path.format(
+        item_id=key.id,
+        id=key.id,
+        user_id=member.id,
+        external_id="cus_1",
+        namespace="signups",
+        identifier="203.0.113.7",
+    )
     headers = _credentials(operation, factory, admin) | {"Content-Type": "application/json"}
     console = path.startswith("/apikeys")
     limit = _max_length(schema)

@@ -30,6 +30,8 @@ DETAIL_FIELDS = SEED_002_FIELDS | {
     "meta",
     "enabled",
     "disabled_by",
+    "credits",
+    "ratelimits",
 }
 
 
@@ -69,6 +71,8 @@ class TestCreate:
             "meta": None,
             "enabled": True,
             "disabled_by": None,
+            "credits": None,
+            "ratelimits": [],
         }
         stored = factory.stored_key(body["id"])
         assert stored.key_digest == factory.secrets.api_key_digest(body["full_key"])
@@ -1093,3 +1097,78 @@ class TestThePolicyBindsEveryChange:
         )
         assert refused.status_code == 403
         assert factory.stored_key(old_key["id"]).expires_at is None
+
+
+def _limited_key(client, factory, admin, **body):
+    made = client.post("/v1/api-keys", json=body, headers=factory.auth(admin))
+    assert made.status_code == 201, made.text
+    return made.json()
+
+
+class TestCredits:
+    def test_200_set_increment_decrement(self, client, factory, admin):
+        key = _limited_key(client, factory, admin, credits={"remaining": 10})
+        url = f"/v1/api-keys/{key['id']}/credits"
+        auth = factory.auth(admin)
+        answers = [
+            client.post(url, json={"op": op, "value": value}, headers=auth).json()
+            for op, value in (("increment", 5), ("decrement", 3), ("set", 42))
+        ]
+        assert [a["credits"]["remaining"] for a in answers] == [15, 12, 42]
+        events = client.get(
+            "/v1/audit-events", params={"action": "key.credits_changed"}, headers=auth
+        ).json()["items"]
+        assert [e["changes"]["remaining"] for e in events] == [42, 12, 15]
+
+    def test_401_without_a_credential(self, client):
+        assert (
+            client.post("/v1/api-keys/1/credits", json={"op": "set", "value": 1}).status_code == 401
+        )
+
+    def test_403_for_a_member_on_their_own_key(self, client, factory, member):
+        made = client.post("/v1/api-keys", json={}, headers=factory.auth(member)).json()
+        response = client.post(
+            f"/v1/api-keys/{made['id']}/credits",
+            json={"op": "set", "value": 10},
+            headers=factory.auth(member),
+        )
+        assert response.status_code == 403
+
+    def test_404_for_another_accounts_key(self, client, factory, admin):
+        response = client.post(
+            "/v1/api-keys/999/credits", json={"op": "set", "value": 1}, headers=factory.auth(admin)
+        )
+        assert response.status_code == 404
+
+    def test_415_for_a_form_body(self, client, factory, admin):
+        response = client.post(
+            "/v1/api-keys/1/credits", data={"op": "set"}, headers=factory.auth(admin)
+        )
+        assert response.status_code == 415
+
+    def test_409_to_increment_or_decrement_unlimited_use_which_only_set_limits(
+        self, client, factory, admin
+    ):
+        plain = _limited_key(client, factory, admin)
+        url = f"/v1/api-keys/{plain['id']}/credits"
+        auth = factory.auth(admin)
+        for op in ("increment", "decrement"):
+            refused = client.post(url, json={"op": op, "value": 1}, headers=auth)
+            assert refused.status_code == 409
+            assert "unlimited use" in refused.json()["detail"]
+        assert client.get(f"/v1/api-keys/{plain['id']}", headers=auth).json()["credits"] is None
+        given = client.post(url, json={"op": "set", "value": 7}, headers=auth)
+        assert given.json() == {"credits": {"remaining": 7, "refill": None}}
+
+    def test_422_below_zero_or_above_the_maximum(self, client, factory, admin):
+        key = _limited_key(client, factory, admin, credits={"remaining": 2})
+        url = f"/v1/api-keys/{key['id']}/credits"
+        auth = factory.auth(admin)
+        below = client.post(url, json={"op": "decrement", "value": 3}, headers=auth)
+        assert (below.status_code, below.json()["detail"][0]["loc"]) == (422, ["body", "value"])
+        above = client.post(url, json={"op": "increment", "value": 2**53 - 2}, headers=auth)
+        assert above.status_code == 422
+        flag = client.post(url, json={"op": "set", "value": True}, headers=auth)
+        assert (flag.status_code, flag.json()["detail"][0]["type"]) == (422, "int_type")
+        shown = client.get(f"/v1/api-keys/{key['id']}", headers=auth).json()
+        assert shown["credits"]["remaining"] == 2

@@ -6,7 +6,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import event, update
+from sqlalchemy import update
 
 from db.crypto import generate_api_key
 from db.models import ApiKey
@@ -25,19 +25,6 @@ def lookups(app):
     return lambda: reader.queries
 
 
-@pytest.fixture
-def statements(app):
-    """Every SQL statement the app's engine (all but verification's reader) sends."""
-    seen: list[str] = []
-
-    def record(conn, cursor, statement, parameters, context, executemany):
-        seen.append(statement)
-
-    event.listen(app.service.engine, "before_cursor_execute", record)
-    yield seen
-    event.remove(app.service.engine, "before_cursor_execute", record)
-
-
 def _verify(client, full_key, permissions=None):
     body = {"key": full_key} | ({"permissions": permissions} if permissions is not None else {})
     response = client.post("/v1/keys/verify", json=body)
@@ -54,6 +41,9 @@ NOTHING_TOLD = {
     "rotation": None,
     "external_id": None,
     "meta": None,
+    "identity": None,
+    "ratelimits": [],
+    "credits_remaining": {"key": None, "identity": None},
 }
 
 
@@ -71,6 +61,9 @@ class TestVerify:
             "rotation": None,
             "external_id": None,
             "meta": None,
+            "identity": None,
+            "ratelimits": [],
+            "credits_remaining": {"key": None, "identity": None},
         }
 
     def test_200_not_found_for_an_unknown_well_formed_key(self, client, lookups):
@@ -244,7 +237,12 @@ class TestDataPlaneAlone:
     def test_its_spec_holds_its_own_paths_only(self, data_client):
         spec = data_client.get("/openapi.json")
         assert spec.status_code == 200
-        assert sorted(spec.json()["paths"]) == ["/healthz", "/readyz", "/v1/keys/verify"]
+        assert sorted(spec.json()["paths"]) == [
+            "/healthz",
+            "/readyz",
+            "/v1/keys/verify",
+            "/v1/ratelimit",
+        ]
 
     def test_management_paths_are_not_served_here(self, data_client, factory, admin):
         for method, path in (("GET", "/v1/api-keys"), ("GET", "/apikeys"), ("GET", "/ui/")):
