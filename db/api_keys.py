@@ -164,7 +164,7 @@ def issue(
     ]
     if (new.credits is not None or new.ratelimits) and not by_admin:
         raise Forbidden(LIMITS_ARE_ADMINS)
-    db.limits.set_credits(key, db.limits.Credits.from_api(new.credits, ["body", "credits"]), now)
+    db.limits.set_credits(key, db.limits.Credits.from_api(new.credits), now)
     db.limits.set_ratelimits(key, new.ratelimits, account_id)
     session.add(key)
     session.flush()
@@ -229,7 +229,7 @@ def _same(field: str, held: Any, wanted: Any) -> bool:
 
 def _credits(given: dict[str, Any] | None) -> dict[str, Any] | None:
     """Credits as the API takes them, in the one form they are shown in."""
-    parsed = db.limits.Credits.from_api(given, ["body", "credits"])
+    parsed = db.limits.Credits.from_api(given)
     return None if parsed is None else parsed.to_api()
 
 
@@ -305,7 +305,7 @@ def _update(
     if changing & ADMINS_ONLY and not by_admin:
         raise Forbidden(LIMITS_ARE_ADMINS)
     if "credits" in changing:
-        credits_given = db.limits.Credits.from_api(changes["credits"], ["body", "credits"])
+        credits_given = db.limits.Credits.from_api(changes["credits"])
         db.limits.set_credits(key, credits_given, now)
     if "ratelimits" in changing:
         db.limits.set_ratelimits(key, changes["ratelimits"], key.account_id)

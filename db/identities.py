@@ -13,11 +13,11 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 import db.audit
 import db.limits
+import db.session
 from db.errors import NotFound
 from db.meta import check_meta
 from db.models import Identity
@@ -49,17 +49,11 @@ def put(
     now: datetime,
 ) -> tuple[Identity, bool]:
     """Create or replace the whole identity; whether it is new."""
-    identity = session.scalar(_one(account_id, external_id).with_for_update())
-    created = identity is None
-    if identity is None:
-        try:
-            with session.begin_nested():  # a concurrent PUT may have made it: replace that
-                identity = Identity(account_id=account_id, external_id=external_id, created_at=now)
-                session.add(identity)
-        except IntegrityError:
-            identity = session.scalar(_one(account_id, external_id).with_for_update())
-            assert identity is not None
-            created = False
+    identity, created = db.session.locked_or_added(
+        session,
+        _one(account_id, external_id),
+        lambda: Identity(account_id=account_id, external_id=external_id, created_at=now),
+    )
     _apply(identity, {field: given.get(field) for field in FIELDS}, now)
     _audit(session, identity, actor, "identity.created" if created else "identity.replaced", now)
     return identity, created
@@ -110,9 +104,7 @@ def _apply(identity: Identity, given: dict[str, Any], now: datetime) -> None:
         check_meta(given["meta"])
         identity.meta = given["meta"]
     if "credits" in given:
-        db.limits.set_credits(
-            identity, db.limits.Credits.from_api(given["credits"], ["body", "credits"]), now
-        )
+        db.limits.set_credits(identity, db.limits.Credits.from_api(given["credits"]), now)
     if "ratelimits" in given:
         db.limits.set_ratelimits(identity, given["ratelimits"], identity.account_id)
     identity.updated_at = now

@@ -39,7 +39,7 @@ import db.audit
 import db.authority
 import db.session
 from db.authority import Authority
-from db.errors import Conflict, InvalidInput, NotFound
+from db.errors import Conflict, NotFound
 from db.lookups import Found, Refilling
 from db.models import (
     ApiKey,
@@ -69,15 +69,8 @@ class Refill:
         this_month = _on_day(midnight.year, midnight.month, self.day or 1)
         if this_month <= now:
             return this_month
-        year, month = (
-            (midnight.year, midnight.month - 1)
-            if midnight.month > 1
-            else (
-                midnight.year - 1,
-                12,
-            )
-        )
-        return _on_day(year, month, self.day or 1)
+        year, month_before = divmod(midnight.year * 12 + midnight.month - 2, 12)
+        return _on_day(year, month_before + 1, self.day or 1)
 
 
 def _on_day(year: int, month: int, day: int) -> datetime:
@@ -101,16 +94,15 @@ class Credits:
         return {"remaining": self.remaining, "refill": refill}
 
     @classmethod
-    def from_api(cls, given: dict[str, Any] | None, loc: list[str | int]) -> Credits | None:
+    def from_api(cls, given: dict[str, Any] | None) -> Credits | None:
         if given is None:
             return None
         refill = given.get("refill")
         if refill is None:
             return cls(given["remaining"])
         interval = RefillInterval(refill["interval"])
-        day = refill.get("refill_day")
-        if day is not None and interval is not RefillInterval.MONTHLY:
-            raise InvalidInput("refill_day is for a monthly refill", [*loc, "refill", "refill_day"])
+        # A daily refill has no day: one given with it is ignored.
+        day = refill.get("refill_day") if interval is RefillInterval.MONTHLY else None
         return cls(given["remaining"], Refill(interval, refill["amount"], day))
 
 
@@ -199,6 +191,9 @@ class Windows(Protocol):
         self, session: Session | None, windows: Sequence[Window], now_ms: int
     ) -> list[Counted]: ...
 
+    def ping(self) -> None:
+        """Raise ``db.errors.Unavailable`` unless the windows can be counted now."""
+
     def close(self) -> None: ...
 
 
@@ -207,6 +202,9 @@ class DatabaseWindows:
     refusal rolls the transaction back, so the windows counted before it count nothing."""
 
     in_database = True
+
+    def ping(self) -> None:
+        pass  # rows in the database: readiness checks the database itself
 
     def close(self) -> None:
         pass  # rows in the database: nothing of their own to close
@@ -385,10 +383,8 @@ def change_credits(row: Credited, op: str, value: int, now: datetime) -> int:
         op, current.remaining - value
     )
     if not 0 <= remaining <= MAX_CREDITS:
-        raise InvalidInput(
-            f"Credits would be {remaining}: they stay between 0 and {MAX_CREDITS}",
-            ["body", "value"],
-        )
+        # The value is valid; the balance it meets is what refuses it.
+        raise Conflict(f"Credits would be {remaining}: they stay between 0 and {MAX_CREDITS}")
     if current.refill is not None and current.remaining != row.credits_remaining:
         row.refilled_at = current.refill.last_moment(now)
     row.credits_remaining = remaining
@@ -401,12 +397,11 @@ def set_ratelimits(
     """Replace ``owner``'s rate limits with ``given`` (as the API takes them): a limit
     kept by name is changed in place (a new row of a name still held would collide with
     the old one, deleted only later in the flush)."""
-    names = [limit["name"] for limit in given or []]
-    if len(names) != len(set(names)):
-        raise InvalidInput("Rate limit names must differ", ["body", "ratelimits"])
+    # Of two limits of one name, the later one given stands (as JSON's later key does).
+    named = {limit["name"]: limit for limit in given or []}
     held = {row.name: row for row in owner.ratelimit_rows}
     rows = []
-    for limit in given or []:
+    for limit in named.values():
         row = held.get(limit["name"]) or RateLimit(account_id=account_id, name=limit["name"])
         row.limit = limit["limit"]
         row.duration_ms = limit["duration_ms"]
@@ -520,20 +515,14 @@ def put_override(
     now: datetime,
 ) -> tuple[RateLimitOverride, bool]:
     """Set one identifier's own limit in a namespace: the override, and whether it is new."""
-    values = {"limit": given["limit"], "duration_ms": given["duration_ms"]}
-    table = RateLimitOverride.__table__
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     key = {"account_id": account_id, "namespace": namespace, "identifier": identifier}
-    created = session.get(RateLimitOverride, tuple(key.values()), with_for_update=True) is None
-    # One statement, so two admins setting it at once both succeed, the last one winning.
-    session.execute(
-        dialect.insert(table)
-        .values(**key, **values)
-        .on_conflict_do_update(index_elements=list(key), set_=values)
+    values = {"limit": given["limit"], "duration_ms": given["duration_ms"]}
+    override, created = db.session.locked_or_added(
+        session,
+        select(RateLimitOverride).filter_by(**key),
+        lambda: RateLimitOverride(**key, **values),
     )
-    session.expire_all()
-    override = session.get(RateLimitOverride, tuple(key.values()))
-    assert override is not None
+    override.limit, override.duration_ms = values["limit"], values["duration_ms"]
     action = "ratelimit.override_set"
     db.audit.record(session, account_id, actor, action, _target(override), now, values)
     return override, created

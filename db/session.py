@@ -16,12 +16,14 @@ answered from that read and never waits on a writer).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
+from typing import TypeVar
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, Select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.engine import for_writing
@@ -44,6 +46,8 @@ class Sessions:
     def new(self, *, writes: bool) -> Session:
         return (self.writing if writes else self.reading)()
 
+
+T = TypeVar("T")
 
 _sessions: ContextVar[Sessions] = ContextVar("keyplane_sessions")
 _current: ContextVar[Session] = ContextVar("keyplane_db_session")
@@ -83,3 +87,22 @@ def apart(*, writes: bool) -> Iterator[Session]:
     """A transaction of its own, committed when the block ends (rolled back on an error)."""
     with _sessions.get().new(writes=writes) as session, session.begin():
         yield session
+
+
+def locked_or_added(session: Session, one: Select[T], new: Callable[[], T]) -> tuple[T, bool]:
+    """The row ``one`` selects, locked for update, or ``new()`` added in its place; and
+    whether it was added. Of two requests adding the same row at once, one adds it and
+    the other (its insert refused by the unique key, inside a savepoint) locks and
+    returns that row: each PUT is told truthfully whether it created."""
+    found = session.scalar(one.with_for_update())
+    if found is not None:
+        return found, False
+    try:
+        with session.begin_nested():
+            added = new()
+            session.add(added)
+        return added, True
+    except IntegrityError:
+        found = session.scalar(one.with_for_update())
+        assert found is not None
+        return found, False

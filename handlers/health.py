@@ -16,6 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 import db.heartbeat
 import db.migrate
 import db.session
+from db.errors import Unavailable
 from handlers.context import runtime
 
 
@@ -24,7 +25,8 @@ async def live() -> dict[str, str]:
 
 
 async def ready() -> tuple[dict[str, Any], int]:
-    """Ready when the database answers, its schema is current and it takes a write."""
+    """Ready when the database answers, its schema is current and it takes a write, and
+    Redis answers where rate limits are counted there."""
     try:
         reason = await asyncio.wait_for(
             to_thread.run_sync(_check, abandon_on_cancel=True),
@@ -51,4 +53,8 @@ def _check() -> str | None:
             db.heartbeat.beat(session, runtime().now())
     except SQLAlchemyError:
         return "the database does not take writes"
+    try:
+        runtime().windows.ping()
+    except Unavailable:
+        return "Redis does not answer"
     return None

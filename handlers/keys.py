@@ -44,7 +44,13 @@ async def verify(body: dict[str, Any]) -> dict[str, Any]:
         windows, payers = db.limits.verify_plan(found, body.get("ratelimits") or [], cost)
         if windows or payers:  # only a key with limits writes, in one atomic spend
             outcome = await to_thread.run_sync(
-                db.limits.spend_apart, current.windows, windows, payers, cost, now
+                db.limits.spend_apart,
+                current.windows,
+                windows,
+                payers,
+                cost,
+                now,
+                limiter=current.spenders,
             )
             code = Code(outcome.refused) if outcome.refused else code
             limits = _limits_told(outcome, now)

@@ -37,7 +37,12 @@ async def limit(body: dict[str, Any]) -> dict[str, Any]:
     )
     now = current.now()
     outcome = await to_thread.run_sync(
-        db.limits.limit_apart, current.windows, actor.authority(), asked, now
+        db.limits.limit_apart,
+        current.windows,
+        actor.authority(),
+        asked,
+        now,
+        limiter=current.spenders,
     )
     counted = outcome.windows[0]
     return {

@@ -27,6 +27,7 @@ from typing import Any, cast
 import flask
 import yaml
 from a2wsgi import WSGIMiddleware
+from anyio import CapacityLimiter
 from connexion import AsyncApp, FlaskApp
 from connexion import context as connexion_context
 from connexion.apps.asynchronous import AsyncApi, AsyncOperation
@@ -137,6 +138,7 @@ class Service:
                 window=timedelta(seconds=settings.login_window_seconds),
             ),
             request_timeout_seconds=settings.request_timeout_seconds,
+            spenders=CapacityLimiter(settings.threads),
             metrics_here=settings.metrics == "on",
             metrics_token=settings.metrics_token,
             windows=(

@@ -12,9 +12,11 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import redis
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
@@ -32,6 +34,11 @@ from tests.factories import Factory
 POSTGRES_ADMIN_URL = os.environ.get(
     "KEYPLANE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
+# Each database's run has a Redis database of its own (both halves may run at once).
+REDIS_URLS = {
+    "sqlite": os.environ.get("KEYPLANE_TEST_REDIS_URL", "redis://127.0.0.1:6379/14"),
+    "postgresql": os.environ.get("KEYPLANE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15"),
+}
 TEST_SECRET = "test-server-secret-that-is-long-enough-0123456789"
 METRICS_TOKEN = "test-metrics-token-of-some-length"
 
@@ -70,25 +77,23 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         probe.dispose()
 
 
-def _new_database(kind: str, directory: Path) -> str:
+@contextmanager
+def new_database(kind: str, directory: Path) -> Iterator[str]:
+    """A new, empty, unmigrated database of ``kind`` (a file in ``directory`` for
+    SQLite), dropped afterwards."""
     if kind == "sqlite":
-        return f"sqlite:///{directory / f'keyplane-{uuid.uuid4().hex[:8]}.db'}"
+        yield f"sqlite:///{directory / f'keyplane-{uuid.uuid4().hex[:8]}.db'}"
+        return
     name = f"keyplane_test_{uuid.uuid4().hex[:12]}"
     admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-
-
-def _drop_database(url: str) -> None:
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "postgresql":
-        return
-    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)'))
-    admin.dispose()
+    try:
+        yield make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 @pytest.fixture(scope="session")
@@ -96,27 +101,44 @@ def db_kind(pytestconfig: pytest.Config) -> str:
     return str(pytestconfig.getoption("--db"))
 
 
+def empty_redis(url: str) -> str:
+    """``url``'s Redis database, emptied for rate-limit windows (the test is skipped if
+    Redis is not there, except in CI, which needs it)."""
+    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        client.flushdb()
+    except redis.RedisError as error:
+        if os.environ.get("CI"):
+            pytest.fail(f"Redis at {url} is unreachable (CI needs it): {error}")
+        pytest.skip(f"Redis at {url} is unreachable: start redis-server on 127.0.0.1:6379")
+    finally:
+        client.close()
+    return url
+
+
+@pytest.fixture
+def redis_url(db_kind: str) -> str:
+    return empty_redis(REDIS_URLS[db_kind])
+
+
 @pytest.fixture(scope="session")
 def database_url(db_kind: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    url = _new_database(db_kind, tmp_path_factory.mktemp("db"))
-    yield url
-    _drop_database(url)
+    with new_database(db_kind, tmp_path_factory.mktemp("db")) as url:
+        yield url
 
 
 @pytest.fixture
 def fresh_database_url(db_kind: str, tmp_path: Path) -> Iterator[str]:
     """A new, empty, unmigrated database of the run's kind, for tests that commit."""
-    url = _new_database(db_kind, tmp_path)
-    yield url
-    _drop_database(url)
+    with new_database(db_kind, tmp_path) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def module_database_url(db_kind: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Like ``fresh_database_url``, shared by one module's tests (a live server's)."""
-    url = _new_database(db_kind, tmp_path_factory.mktemp("module-db"))
-    yield url
-    _drop_database(url)
+    with new_database(db_kind, tmp_path_factory.mktemp("module-db")) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

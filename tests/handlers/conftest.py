@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -9,6 +10,8 @@ from sqlalchemy import event
 
 from db.models import Role
 from handlers.context import Runtime
+from keyplane.app import create_app
+from tests.conftest import REDIS_URLS
 
 
 @pytest.fixture
@@ -28,7 +31,12 @@ def member(factory, acme):
 
 @pytest.fixture
 def statements(app):
-    """Every SQL statement the app's engine (all but verification's reader) sends."""
+    """Every SQL statement the app's engine (all but verification's reader) sends while
+    the test runs. The last-use flusher's timer is stopped meanwhile, and earlier tests'
+    notes dropped (their keys are gone; an id may be this test's key's): a tick landing
+    mid-request would count its statements as the request's."""
+    app.service.runtime.usage.take()
+    app.service.flusher.stop()
     seen: list[str] = []
 
     def record(conn, cursor, statement, parameters, context, executemany):
@@ -37,6 +45,7 @@ def statements(app):
     event.listen(app.service.engine, "before_cursor_execute", record)
     yield seen
     event.remove(app.service.engine, "before_cursor_execute", record)
+    app.service.flusher.start()
 
 
 class Clock:
@@ -53,3 +62,21 @@ def clock(monkeypatch):
     moving = Clock(datetime(2027, 1, 30, 12, 0, tzinfo=UTC))
     monkeypatch.setattr(Runtime, "now", staticmethod(lambda: moving.now))
     return moving
+
+
+@pytest.fixture(scope="session")
+def redis_client(settings, engine, db_kind):
+    """A client of the service as ``KEYPLANE_REDIS_URL`` makes it: windows in Redis."""
+    app = create_app(replace(settings, redis_url=REDIS_URLS[db_kind]))
+    with app.test_client() as client:
+        yield client
+
+
+@pytest.fixture(params=["database", "redis"])
+def counting(request, client):
+    """A client of the service counting rate-limit windows in the database (the
+    default) or in Redis (emptied first; skipped where Redis is not running)."""
+    if request.param == "database":
+        return client
+    request.getfixturevalue("redis_url")
+    return request.getfixturevalue("redis_client")

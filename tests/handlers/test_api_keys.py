@@ -1160,15 +1160,27 @@ class TestCredits:
         given = client.post(url, json={"op": "set", "value": 7}, headers=auth)
         assert given.json() == {"credits": {"remaining": 7, "refill": None}}
 
-    def test_422_below_zero_or_above_the_maximum(self, client, factory, admin):
+    def test_409_below_zero_or_above_the_maximum_and_422_for_a_flag(self, client, factory, admin):
         key = _limited_key(client, factory, admin, credits={"remaining": 2})
         url = f"/v1/api-keys/{key['id']}/credits"
         auth = factory.auth(admin)
         below = client.post(url, json={"op": "decrement", "value": 3}, headers=auth)
-        assert (below.status_code, below.json()["detail"][0]["loc"]) == (422, ["body", "value"])
+        assert (below.status_code, below.json()) == (
+            409,
+            {"detail": "Credits would be -1: they stay between 0 and 9007199254740991"},
+        )
         above = client.post(url, json={"op": "increment", "value": 2**53 - 2}, headers=auth)
-        assert above.status_code == 422
+        assert above.status_code == 409
+        shown = client.get(f"/v1/api-keys/{key['id']}", headers=auth).json()
+        assert shown["credits"]["remaining"] == 2
+
+    def test_422_for_a_flag_or_a_value_past_the_maximum(self, client, factory, admin):
+        key = _limited_key(client, factory, admin, credits={"remaining": 2})
+        url = f"/v1/api-keys/{key['id']}/credits"
+        auth = factory.auth(admin)
         flag = client.post(url, json={"op": "set", "value": True}, headers=auth)
         assert (flag.status_code, flag.json()["detail"][0]["type"]) == (422, "int_type")
+        huge = client.post(url, json={"op": "set", "value": 2**53}, headers=auth)
+        assert (huge.status_code, huge.json()["detail"][0]["loc"]) == (422, ["body", "value"])
         shown = client.get(f"/v1/api-keys/{key['id']}", headers=auth).json()
         assert shown["credits"]["remaining"] == 2

@@ -57,17 +57,30 @@ class TestPut:
         )
         assert response.status_code == 415
 
-    def test_422_for_a_refill_day_on_a_daily_refill_or_twice_the_same_limit_name(
+    def test_200_a_daily_refill_ignores_a_day_and_the_later_of_two_limits_stands(
         self, client, factory, admin
     ):
-        daily = {"credits": {"remaining": 1, "refill": {"interval": "daily", "amount": 1,
-                                                         "refill_day": 3}}}  # fmt: skip
-        refused = _put(client, factory, admin, body=daily)
-        assert refused.status_code == 422
-        assert refused.json()["detail"][0]["loc"] == ["body", "credits", "refill", "refill_day"]
-        twice = {"ratelimits": [{"name": "a", "limit": 1, "duration_ms": 1000}] * 2}
-        assert _put(client, factory, admin, body=twice).status_code == 422
+        body = {
+            "credits": {"remaining": 1, "refill": {"interval": "daily", "amount": 1,
+                                                   "refill_day": 3}},
+            "ratelimits": [{"name": "a", "limit": 1, "duration_ms": 1000},
+                           {"name": "a", "limit": 2, "duration_ms": 1000}],
+        }  # fmt: skip
+        made = _put(client, factory, admin, body=body).json()
+        assert made["credits"]["refill"] == {"interval": "daily", "amount": 1}
+        assert made["ratelimits"] == [
+            {"name": "a", "limit": 2, "duration_ms": 1000, "auto_apply": False}
+        ]
+
+    def test_422_for_meta_past_4_kib_and_nothing_written(self, client, factory, admin):
+        response = _put(client, factory, admin, body={"meta": {"notes": "x" * 4096}})
+        assert response.status_code == 422
+        assert response.json()["detail"][0]["loc"] == ["body", "meta"]
         assert client.get("/v1/identities/cus_1", headers=factory.auth(admin)).status_code == 404
+
+    def test_404_for_a_line_feed_inside_the_id(self, client, factory, admin):
+        response = _put(client, factory, admin, external_id="cus%0A1")
+        assert (response.status_code, response.json()) == (404, {"detail": "Not Found"})
 
 
 class TestGet:

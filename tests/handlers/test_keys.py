@@ -127,16 +127,10 @@ class TestVerify:
         assert _verify(client, full_key)["code"] == "VALID"  # no permission asked for
 
     def test_200_last_used_at_is_written_off_the_request_and_coalesced(
-        self, request, app, client, factory, sessions, admin, key, statements
+        self, app, client, factory, sessions, admin, key, statements
     ):
         record, full_key = key
-        flusher = app.service.flusher
-        # Its timer stopped for the test, and earlier tests' notes dropped (their keys are
-        # gone; an id may be this key's): the flushes below are the test's own, never a
-        # tick that lands mid-verify.
-        app.service.runtime.usage.take()
-        flusher.stop()
-        request.addfinalizer(flusher.start)
+        flusher = app.service.flusher  # its timer stopped by ``statements``
         statements.clear()
         _verify(client, full_key)
         assert statements == []  # the verify itself wrote (and read) nothing through the engine

@@ -3,12 +3,16 @@ and an identity's shared ones (the credits operation: ``test_api_keys.TestCredit
 
 from __future__ import annotations
 
+import time
+from dataclasses import replace
 from datetime import datetime
 
 import pytest
 
 from db.limits import Refill
 from db.models import RefillInterval
+from keyplane.app import create_app
+from tests.servers import free_port
 
 
 def _key(client, factory, admin, **body):
@@ -119,11 +123,11 @@ class TestCredits:
 
 class TestRateLimits:
     def test_an_auto_applied_limit_holds_its_window_then_resets(
-        self, client, factory, admin, clock
+        self, counting, factory, admin, clock
     ):
         limits = [{"name": "per-minute", "limit": 2, "duration_ms": 60000, "auto_apply": True}]
-        key = _key(client, factory, admin, ratelimits=limits)
-        first = _verify(client, key)
+        key = _key(counting, factory, admin, ratelimits=limits)
+        first = _verify(counting, key)
         assert first["ratelimits"] == [
             {
                 "name": "per-minute",
@@ -133,28 +137,89 @@ class TestRateLimits:
                 "exceeded": False,
             }
         ]
-        _verify(client, key)
-        limited = _verify(client, key)
+        _verify(counting, key)
+        limited = _verify(counting, key)
         assert (limited["code"], limited["ratelimits"][0]["exceeded"]) == ("RATE_LIMITED", True)
         clock.move(seconds=60)
-        assert _verify(client, key)["ratelimits"][0]["remaining"] == 1
+        assert _verify(counting, key)["ratelimits"][0]["remaining"] == 1
 
     def test_a_named_limit_is_checked_with_its_cost_and_a_refusal_spends_no_credit(
-        self, client, factory, admin, clock
+        self, counting, factory, admin, clock
     ):
         limits = [{"name": "exports", "limit": 5, "duration_ms": 3600000}]
-        key = _key(client, factory, admin, ratelimits=limits, credits={"remaining": 100})
-        assert _verify(client, key)["ratelimits"] == []  # not auto-applied, not named
-        named = _verify(client, key, ratelimits=[{"name": "exports", "cost": 4}])
+        key = _key(counting, factory, admin, ratelimits=limits, credits={"remaining": 100})
+        assert _verify(counting, key)["ratelimits"] == []  # not auto-applied, not named
+        named = _verify(counting, key, ratelimits=[{"name": "exports", "cost": 4}])
         assert named["ratelimits"][0]["remaining"] == 1
         assert named["credits_remaining"]["key"] == 98
-        refused = _verify(client, key, ratelimits=[{"name": "exports", "cost": 2}])
+        refused = _verify(counting, key, ratelimits=[{"name": "exports", "cost": 2}])
         assert refused["code"] == "RATE_LIMITED"
-        shown = client.get(f"/v1/api-keys/{key['id']}", headers=factory.auth(admin)).json()
+        shown = counting.get(f"/v1/api-keys/{key['id']}", headers=factory.auth(admin)).json()
         assert shown["credits"]["remaining"] == 98  # the refused verify spent nothing
+
+    def test_one_exceeded_limit_counts_nothing_in_the_others(
+        self, counting, factory, acme, admin, clock
+    ):
+        per_customer = {"name": "customer", "limit": 1, "duration_ms": 60000, "auto_apply": True}
+        factory.identity(acme, "cus_9", ratelimits=[per_customer])
+        per_key = {"name": "key", "limit": 10, "duration_ms": 60000, "auto_apply": True}
+        key = _key(counting, factory, admin, external_id="cus_9", ratelimits=[per_key])
+        assert _verify(counting, key)["code"] == "VALID"
+        for _ in range(3):
+            refused = _verify(counting, key)
+            assert refused["code"] == "RATE_LIMITED"
+            assert {(r["name"], r["remaining"], r["exceeded"]) for r in refused["ratelimits"]} == {
+                ("key", 9, False),  # the refused verifies took nothing from the key's window
+                ("customer", 0, True),
+            }
 
     def test_a_key_without_limits_writes_nothing(self, client, factory, admin, statements):
         key = _key(client, factory, admin)
         statements.clear()
         assert _verify(client, key)["code"] == "VALID"
         assert statements == []
+
+
+@pytest.fixture(scope="module")
+def without_redis(settings):
+    """The service with ``KEYPLANE_REDIS_URL`` pointing where no Redis answers."""
+    app = create_app(replace(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0"))
+    with app.test_client() as client:
+        yield client
+
+
+class TestRedisUnreachable:
+    """Windows are counted in Redis or nowhere: never allowed unseen, never a hang."""
+
+    def test_a_verify_that_needs_a_window_answers_503_fast_and_spends_nothing(
+        self, without_redis, factory, admin
+    ):
+        limits = [{"name": "per-minute", "limit": 5, "duration_ms": 60000, "auto_apply": True}]
+        key = _key(without_redis, factory, admin, ratelimits=limits, credits={"remaining": 10})
+        started = time.monotonic()
+        answer = without_redis.post("/v1/keys/verify", json={"key": key["full_key"]})
+        assert time.monotonic() - started < 2
+        assert (answer.status_code, answer.headers["Retry-After"]) == (503, "1")
+        assert answer.json() == {
+            "detail": "Rate limits are unavailable (Redis cannot be reached); try again shortly"
+        }
+        shown = without_redis.get(f"/v1/api-keys/{key['id']}", headers=factory.auth(admin))
+        assert shown.json()["credits"]["remaining"] == 10
+
+    def test_keys_without_rate_limits_verify_as_ever(self, without_redis, factory, admin):
+        plain = _key(without_redis, factory, admin)
+        credited = _key(without_redis, factory, admin, credits={"remaining": 2})
+        assert _verify(without_redis, plain)["code"] == "VALID"
+        assert _verify(without_redis, credited)["credits_remaining"]["key"] == 1
+
+    def test_standalone_limits_answer_503(self, without_redis, factory, admin):
+        body = {"namespace": "signups", "identifier": "ip", "limit": 1, "duration_ms": 1000}
+        answer = without_redis.post("/v1/ratelimit", json=body, headers=factory.auth(admin))
+        assert (answer.status_code, answer.headers["Retry-After"]) == (503, "1")
+
+    def test_the_service_is_not_ready(self, without_redis):
+        answer = without_redis.get("/readyz")
+        assert (answer.status_code, answer.json()) == (
+            503,
+            {"status": "not ready", "reason": "Redis does not answer"},
+        )

@@ -14,9 +14,9 @@ def _limit(client, factory, user, **changes):
 
 class TestLimit:
     def test_200_counts_up_to_the_limit_then_refuses_until_the_window_ends(
-        self, client, factory, admin, clock
+        self, counting, factory, admin, clock
     ):
-        answers = [_limit(client, factory, admin).json() for _ in range(4)]
+        answers = [_limit(counting, factory, admin).json() for _ in range(4)]
         assert [(a["success"], a["remaining"]) for a in answers] == [
             (True, 2),
             (True, 1),
@@ -24,9 +24,9 @@ class TestLimit:
             (False, 0),
         ]
         assert {a["reset_at"] for a in answers} == {"2027-01-30T12:01:00Z"}
-        assert _limit(client, factory, admin, identifier="198.51.100.1").json()["success"]
+        assert _limit(counting, factory, admin, identifier="198.51.100.1").json()["success"]
         clock.move(minutes=1)
-        again = _limit(client, factory, admin).json()
+        again = _limit(counting, factory, admin).json()
         assert (again["success"], again["remaining"], again["reset_at"]) == (
             True,
             2,
@@ -34,55 +34,55 @@ class TestLimit:
         )
 
     def test_200_a_cost_of_zero_checks_and_a_cost_too_big_counts_nothing(
-        self, client, factory, admin, clock
+        self, counting, factory, admin, clock
     ):
-        assert _limit(client, factory, admin, cost=0).json()["remaining"] == 3
-        refused = _limit(client, factory, admin, cost=4).json()
+        assert _limit(counting, factory, admin, cost=0).json()["remaining"] == 3
+        refused = _limit(counting, factory, admin, cost=4).json()
         assert (refused["success"], refused["remaining"]) == (False, 3)
-        assert _limit(client, factory, admin, cost=3).json() == {
+        assert _limit(counting, factory, admin, cost=3).json() == {
             "success": True,
             "limit": 3,
             "remaining": 0,
             "reset_at": "2027-01-30T12:01:00Z",
         }
-        assert _limit(client, factory, admin, cost=0).json()["success"] is False
+        assert _limit(counting, factory, admin, cost=0).json()["success"] is False
 
-    def test_200_namespaces_are_each_accounts_own(self, client, factory, admin, clock):
+    def test_200_namespaces_are_each_accounts_own(self, counting, factory, admin, clock):
         other = factory.user(factory.account("globex"))
         for _ in range(3):
-            assert _limit(client, factory, admin).json()["success"]
-        assert _limit(client, factory, other).json()["remaining"] == 2
+            assert _limit(counting, factory, admin).json()["success"]
+        assert _limit(counting, factory, other).json()["remaining"] == 2
 
-    def test_200_an_override_sets_the_identifiers_own_limit(self, client, factory, admin, clock):
+    def test_200_an_override_sets_the_identifiers_own_limit(self, counting, factory, admin, clock):
         auth = factory.auth(admin)
-        client.put(OVERRIDE, json={"limit": 1, "duration_ms": 60000}, headers=auth)
-        first, second = (_limit(client, factory, admin).json() for _ in range(2))
+        counting.put(OVERRIDE, json={"limit": 1, "duration_ms": 60000}, headers=auth)
+        first, second = (_limit(counting, factory, admin).json() for _ in range(2))
         assert (first["success"], first["limit"], first["remaining"]) == (True, 1, 0)
         assert second["success"] is False
-        client.delete(OVERRIDE, headers=auth)
-        assert _limit(client, factory, admin).json() == {
+        counting.delete(OVERRIDE, headers=auth)
+        assert _limit(counting, factory, admin).json() == {
             "success": True,
             "limit": 3,
             "remaining": 1,  # the override's one use counted in the same window
             "reset_at": "2027-01-30T12:01:00Z",
         }
 
-    def test_401_without_a_token(self, client):
-        assert client.post("/v1/ratelimit", json=SIGNUPS).status_code == 401
+    def test_401_without_a_token(self, counting):
+        assert counting.post("/v1/ratelimit", json=SIGNUPS).status_code == 401
 
-    def test_403_for_a_member_and_for_an_api_key(self, client, factory, acme, admin, member):
-        assert _limit(client, factory, member).status_code == 403
+    def test_403_for_a_member_and_for_an_api_key(self, counting, factory, acme, admin, member):
+        assert _limit(counting, factory, member).status_code == 403
         _, full_key = factory.api_key(admin, acme)
-        as_key = client.post("/v1/ratelimit", json=SIGNUPS, headers={"X-API-Key": full_key})
+        as_key = counting.post("/v1/ratelimit", json=SIGNUPS, headers={"X-API-Key": full_key})
         assert as_key.status_code == 401  # the operation takes a token, never a key
 
-    def test_403_for_an_account_the_admin_is_not_in(self, client, factory, admin):
+    def test_403_for_an_account_the_admin_is_not_in(self, counting, factory, admin):
         other = factory.account("globex")
         headers = factory.auth(admin) | {"X-Account-Id": str(other.id)}
-        assert client.post("/v1/ratelimit", json=SIGNUPS, headers=headers).status_code == 403
+        assert counting.post("/v1/ratelimit", json=SIGNUPS, headers=headers).status_code == 403
 
-    def test_415_for_a_form_body(self, client, factory, admin):
-        response = client.post("/v1/ratelimit", data=SIGNUPS, headers=factory.auth(admin))
+    def test_415_for_a_form_body(self, counting, factory, admin):
+        response = counting.post("/v1/ratelimit", data=SIGNUPS, headers=factory.auth(admin))
         assert response.status_code == 415
 
     @pytest.mark.parametrize(
@@ -95,8 +95,8 @@ class TestLimit:
             {"identifier": ""},
         ],
     )
-    def test_422_for_a_value_out_of_bounds(self, client, factory, admin, wrong):
-        response = _limit(client, factory, admin, **wrong)
+    def test_422_for_a_value_out_of_bounds(self, counting, factory, admin, wrong):
+        response = _limit(counting, factory, admin, **wrong)
         assert response.status_code == 422
         assert response.json()["detail"][0]["loc"] == ["body", next(iter(wrong))]
 
@@ -131,6 +131,13 @@ class TestPutOverride:
     def test_403_for_a_member(self, client, factory, member):
         body = {"limit": 1, "duration_ms": 1000}
         assert client.put(OVERRIDE, json=body, headers=factory.auth(member)).status_code == 403
+
+    def test_404_for_a_line_feed_inside_the_identifier(self, client, factory, admin):
+        body = {"limit": 1, "duration_ms": 1000}
+        response = client.put(
+            "/v1/ratelimit/signups/overrides/a%0Ab", json=body, headers=factory.auth(admin)
+        )
+        assert (response.status_code, response.json()) == (404, {"detail": "Not Found"})
 
     def test_415_for_a_form_body(self, client, factory, admin):
         response = client.put(OVERRIDE, data={"limit": "1"}, headers=factory.auth(admin))
