@@ -8,6 +8,13 @@ from dataclasses import dataclass
 SMALL = 10_000  # keys: the default size, and the size target's reference
 KEYPLANE_SMALL = "Keyplane, 10,000 keys"
 FLOOR_QUERY = "AsyncApp + one query (floor)"
+# Usage limits at verify: a key with credits and one auto-applied rate limit, against
+# plain verify, on one hot key and spread over 1,000 keys; windows in the database
+# (Keyplane) or in Redis (KEYPLANE_REDIS).
+VERIFY_SPREAD = "verify: valid, 1,000 keys"
+LIMITED = "verify: limited (credits + a rate limit)"
+LIMITED_SPREAD = "verify: limited, 1,000 keys"
+KEYPLANE_REDIS = "Keyplane, windows in Redis"
 
 
 @dataclass(frozen=True)

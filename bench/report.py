@@ -15,7 +15,16 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from bench.figures import FLOOR_QUERY, KEYPLANE_SMALL, SMALL, Figure
+from bench.figures import (
+    FLOOR_QUERY,
+    KEYPLANE_REDIS,
+    KEYPLANE_SMALL,
+    LIMITED,
+    LIMITED_SPREAD,
+    SMALL,
+    VERIFY_SPREAD,
+    Figure,
+)
 
 KEYPLANE = "Keyplane"
 PEERS = ("FastAPI + SQLAlchemy", "DRF + drf-api-key")
@@ -129,6 +138,11 @@ def _targets(
     # Measured in the same run when there is one (bench.run adds it to large runs).
     small = rps(VERIFY, KEYPLANE_SMALL) or rps(VERIFY, KEYPLANE, SMALL)
     memory = rss.get(f"{database}, {keys:,} keys", {})
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return a / b if a and b else None
+
+    plain_spread = rps(VERIFY_SPREAD, KEYPLANE)
     return [
         ("verify ÷ the faster peer", ours / max(peers) if ours and peers else None, 1.3, False),
         ("verify ÷ AsyncApp no-op", ours / floor if ours and floor else None, 0.6, False),
@@ -154,6 +168,25 @@ def _targets(
             "PATCH (a change each time) ÷ the FastAPI peer's",
             writing / writing_peer if writing and writing_peer else None,
             1,
+            False,
+        ),
+        ("verify, limited ÷ plain (one hot key)", ratio(rps(LIMITED, KEYPLANE), ours), 0.6, False),
+        (
+            "verify, limited ÷ plain (1,000 keys)",
+            ratio(rps(LIMITED_SPREAD, KEYPLANE), plain_spread),
+            0.8,
+            False,
+        ),
+        (
+            "verify, limited with Redis ÷ plain (one hot key)",
+            ratio(rps(LIMITED, KEYPLANE_REDIS), ours),
+            0.8,
+            False,
+        ),
+        (
+            "verify, limited with Redis ÷ plain (1,000 keys)",
+            ratio(rps(LIMITED_SPREAD, KEYPLANE_REDIS), plain_spread),
+            0.8,
             False,
         ),
         (

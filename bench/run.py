@@ -38,11 +38,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from bench.figures import FLOOR_QUERY, KEYPLANE_SMALL, SMALL, Figure
-from bench.seed import HELD, seed
+from bench.figures import (
+    FLOOR_QUERY,
+    KEYPLANE_REDIS,
+    KEYPLANE_SMALL,
+    LIMITED,
+    LIMITED_SPREAD,
+    SMALL,
+    VERIFY_SPREAD,
+    Figure,
+)
+from bench.seed import HELD, Seeded, seed
 
 HERE = Path(__file__).resolve().parent
 REPOSITORY = HERE.parent
@@ -52,6 +62,7 @@ SECRET = "bench-only-secret-never-for-a-real-deployment-0123456789"  # noqa: S10
 PASSWORD = "bench-password-0123456789"  # noqa: S105
 WRK = shutil.which("wrk") or "wrk"
 DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+DEFAULT_REDIS = "redis://127.0.0.1:6379/13"  # emptied by every run
 
 
 @dataclass(frozen=True)
@@ -61,10 +72,11 @@ class Request:
     body: str = ""
     authorization: str = ""
     numbered: bool = False  # "{n}" in the body: a number of its own in every request
+    bodies: tuple[str, ...] = ()  # instead of ``body``: one after another, round and round
 
     @property
     def content_type(self) -> str:
-        return "application/json" if self.body else ""
+        return "application/json" if self.body or self.bodies else ""
 
 
 @dataclass(frozen=True)
@@ -100,6 +112,21 @@ def _verifies(valid: str, lacking: str, malformed: str) -> dict[str, tuple[Reque
             Expect(200, "INSUFFICIENT_PERMISSIONS"),
         ),
     }
+
+
+def _limits(seeded: Seeded) -> dict[str, tuple[Request, Expect]]:
+    """Plain verify spread over keys, and verify of limited keys, hot and spread."""
+    valid = Expect(200, "VALID")
+    verify = "/v1/keys/verify"
+    return {
+        VERIFY_SPREAD: (Request("POST", verify, bodies=_each(seeded.spread)), valid),
+        LIMITED: (Request("POST", verify, _verify(seeded.limited[0])), valid),
+        LIMITED_SPREAD: (Request("POST", verify, bodies=_each(seeded.limited)), valid),
+    }
+
+
+def _each(keys: list[str]) -> tuple[str, ...]:
+    return tuple(_verify(key) for key in keys)
 
 
 def _manages(key_id: int, token: str) -> dict[str, tuple[Request, Expect]]:
@@ -174,7 +201,9 @@ def _python(module: str, *args: str, env: dict[str, str]) -> None:
     )
 
 
-def prepare(databases: Databases, keys: int, folder: Path) -> list[Contender]:
+def prepare(
+    databases: Databases, keys: int, folder: Path, redis_url: str | None
+) -> list[Contender]:
     """Seed every contender's data set and describe how to serve it."""
     contenders = []
 
@@ -187,9 +216,21 @@ def prepare(databases: Databases, keys: int, folder: Path) -> list[Contender]:
         "/healthz",
         _verifies(seeded.valid, seeded.lacking, "kp_malformed"),
     )
-    keyplane.operations |= _manages(seeded.key_id, seeded.token)
+    keyplane.operations |= _manages(seeded.key_id, seeded.token) | _limits(seeded)
     keyplane.operations["healthz (floor)"] = (Request("GET", "/healthz"), Expect(200))
     contenders.append(keyplane)
+    if redis_url is not None:
+        # The same database, served with its rate-limit windows in Redis.
+        limited = {op: _limits(seeded)[op] for op in (LIMITED, LIMITED_SPREAD)}
+        contenders.append(
+            Contender(
+                KEYPLANE_REDIS,
+                keyplane.command,
+                keyplane.env | {"KEYPLANE_REDIS_URL": redis_url},
+                "/healthz",
+                limited,
+            )
+        )
     if keys > SMALL:
         # The size target compares verify at this size with verify at 10,000 keys: both
         # in this run, alternated like the rest, so the machine's drift between runs
@@ -348,8 +389,10 @@ def check(contenders: list[Contender]) -> list[str]:
     for contender in contenders:
         for operation, (request, expect) in contender.operations.items():
             numbers = ("check 1", "check 2") if request.numbered else ("",)
-            for number in numbers:
-                sent = request.body.replace("{n}", number)
+            sends = [request.body.replace("{n}", number) for number in numbers]
+            if request.bodies:
+                sends, numbers = [request.bodies[0], request.bodies[-1]], ("", "")
+            for number, sent in zip(numbers, sends, strict=True):
                 status, body = send(contender, dataclasses.replace(request, body=sent))
                 code = body.get("code") if isinstance(body, dict) else None
                 if status != expect.status or (expect.code is not None and code != expect.code):
@@ -361,6 +404,15 @@ def check(contenders: list[Contender]) -> list[str]:
 
 def _wrk(
     contender: Contender, request: Request, seconds: float, connections: int
+) -> dict[str, Any]:
+    with tempfile.NamedTemporaryFile("w", suffix=".txt") as bodies:
+        bodies.write("".join(f"{body}\n" for body in request.bodies))
+        bodies.flush()
+        return _wrk_with(contender, request, seconds, connections, bodies.name)
+
+
+def _wrk_with(
+    contender: Contender, request: Request, seconds: float, connections: int, bodies: str
 ) -> dict[str, Any]:
     result = subprocess.run(  # noqa: S603
         [
@@ -381,6 +433,7 @@ def _wrk(
             "BENCH_CONTENT_TYPE": request.content_type,
             "BENCH_AUTHORIZATION": request.authorization,
             "BENCH_NUMBERED": "1" if request.numbered else "",
+            "BENCH_BODIES": bodies if request.bodies else "",
         },
         capture_output=True,
         text=True,
@@ -455,6 +508,19 @@ def _descendants(pid: int) -> list[int]:
     return [d for child in children for d in (child, *_descendants(child))]
 
 
+def _emptied(url: str) -> str | None:
+    """``url``'s Redis database, emptied; None (and said so) where Redis does not answer."""
+    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        client.flushdb()
+    except redis.RedisError as error:
+        print(f"no {KEYPLANE_REDIS} contender: Redis at {url}: {error}", file=sys.stderr)
+        return None
+    finally:
+        client.close()
+    return url
+
+
 def machine() -> dict[str, str]:
     cpu = next(
         (
@@ -487,6 +553,11 @@ def main(argv: list[str] | None = None) -> int:
         "--postgres", default=os.environ.get("KEYPLANE_TEST_POSTGRES_URL", DEFAULT_POSTGRES)
     )
     parser.add_argument(
+        "--redis",
+        default=os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS),
+        help="a Redis database the run may empty, for the windows-in-Redis contender",
+    )
+    parser.add_argument(
         "--smoke", action="store_true", help="answer each operation once; no timing"
     )
     args = parser.parse_args(argv)
@@ -494,6 +565,7 @@ def main(argv: list[str] | None = None) -> int:
         print("the benchmark drives load with wrk: apt-get install wrk", file=sys.stderr)
         return 2
 
+    redis_url = _emptied(args.redis)
     started = time.monotonic()
     figures: list[Figure] = []
     rss: dict[str, dict[str, float]] = {}
@@ -503,7 +575,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 keys = 100 if args.smoke else args.keys
                 print(f"{database}: seeding {keys:,} keys per contender", flush=True)
-                contenders = prepare(databases, keys, Path(folder))
+                contenders = prepare(databases, keys, Path(folder), redis_url)
                 with serving(contenders):
                     wrong = check(contenders)
                     if wrong:

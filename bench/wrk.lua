@@ -19,6 +19,18 @@ if os.getenv("BENCH_NUMBERED") == "1" then
   end
 end
 
+-- Bodies from a file, one a line: each request sends the next, round and round (a load
+-- spread over many keys).
+if os.getenv("BENCH_BODIES") ~= "" then
+  local bodies = {}
+  for line in io.lines(os.getenv("BENCH_BODIES")) do bodies[#bodies + 1] = line end
+  local sent = 0
+  request = function()
+    sent = sent + 1
+    return wrk.format(nil, nil, nil, bodies[(sent - 1) % #bodies + 1])
+  end
+end
+
 done = function(summary, latency, requests)
   local errors = summary.errors
   io.write(string.format(
