@@ -16,6 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from bench.figures import (
+    BASELINE,
     FLOOR_QUERY,
     KEYPLANE_REDIS,
     KEYPLANE_SMALL,
@@ -187,6 +188,12 @@ def _targets(
             "verify, limited with Redis ÷ plain (1,000 keys)",
             ratio(rps(LIMITED_SPREAD, KEYPLANE_REDIS), plain_spread),
             0.8,
+            False,
+        ),
+        (
+            "verify, plain ÷ at the baseline revision",
+            ratio(ours, rps(VERIFY, BASELINE)),
+            0.97,
             False,
         ),
         (

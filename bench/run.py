@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import io
 import json
 import os
 import platform
@@ -28,6 +29,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import urllib.error
@@ -43,6 +45,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from bench.figures import (
+    BASELINE,
     FLOOR_QUERY,
     KEYPLANE_REDIS,
     KEYPLANE_SMALL,
@@ -202,7 +205,11 @@ def _python(module: str, *args: str, env: dict[str, str]) -> None:
 
 
 def prepare(
-    databases: Databases, keys: int, folder: Path, redis_url: str | None
+    databases: Databases,
+    keys: int,
+    folder: Path,
+    redis_url: str | None,
+    baseline: str | None = None,
 ) -> list[Contender]:
     """Seed every contender's data set and describe how to serve it."""
     contenders = []
@@ -231,6 +238,8 @@ def prepare(
                 limited,
             )
         )
+    if baseline is not None:
+        contenders.append(_baseline(databases, keys, folder, baseline))
     if keys > SMALL:
         # The size target compares verify at this size with verify at 10,000 keys: both
         # in this run, alternated like the rest, so the machine's drift between runs
@@ -309,6 +318,49 @@ def prepare(
         )
     )
     return contenders
+
+
+# Run inside the baseline's tree: its own seeding, on a schema its own migrations make.
+_SEED_THEN = """
+import json, sys
+from bench.seed import seed
+seeded = seed(sys.argv[1], sys.argv[2], int(sys.argv[3]), "bench", sys.argv[4])
+print(json.dumps({"valid": seeded.valid}))
+"""
+
+
+def _baseline(databases: Databases, keys: int, folder: Path, revision: str) -> Contender:
+    """Keyplane as it was at git ``revision``, served from that revision's files on a data
+    set that revision's code seeds: plain verify then and now, alternated in one run."""
+    tree = folder / "baseline"
+    tree.mkdir()
+    archive = subprocess.run(  # noqa: S603
+        ["git", "archive", revision],  # noqa: S607
+        cwd=REPOSITORY,
+        check=True,
+        capture_output=True,
+    )
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as files:
+        files.extractall(tree, filter="data")
+    url = databases.new("keyplane_baseline")
+    # Its packages shadow this tree's (the editable install's finder comes after the path).
+    env = {"PYTHONPATH": str(tree), "KEYPLANE_DATABASE_URL": url, "KEYPLANE_SECRET_KEY": SECRET}
+    seeded = subprocess.run(  # noqa: S603
+        [sys.executable, "-c", _SEED_THEN, url, SECRET, str(keys), PASSWORD],
+        cwd=tree,
+        env={**os.environ, **env},
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    valid = json.loads(seeded.stdout.splitlines()[-1])["valid"]
+    return Contender(
+        BASELINE,
+        [str(BIN / "keyplane"), "serve", "--workers", "2", "--port", "{port}"],
+        env,
+        "/healthz",
+        {"verify: valid": _verifies(valid, "", "")["verify: valid"]},
+    )
 
 
 @contextlib.contextmanager
@@ -558,6 +610,11 @@ def main(argv: list[str] | None = None) -> int:
         help="a Redis database the run may empty, for the windows-in-Redis contender",
     )
     parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also serve Keyplane as it was at this git revision, for plain verify",
+    )
+    parser.add_argument(
         "--smoke", action="store_true", help="answer each operation once; no timing"
     )
     args = parser.parse_args(argv)
@@ -575,7 +632,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 keys = 100 if args.smoke else args.keys
                 print(f"{database}: seeding {keys:,} keys per contender", flush=True)
-                contenders = prepare(databases, keys, Path(folder), redis_url)
+                contenders = prepare(databases, keys, Path(folder), redis_url, args.baseline)
                 with serving(contenders):
                     wrong = check(contenders)
                     if wrong:
