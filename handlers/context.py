@@ -40,10 +40,10 @@ class Runtime:
     passwords: crypto.PasswordHashing  # argon2id, a few at a time
     sign_in: SignIn  # token lifetime and the login limit
     request_timeout_seconds: float  # a request's budget (readiness answers within half)
+    # Verifies that spend (credits, rate limits) run in threads, KEYPLANE_THREADS at a time:
+    # each holds a pooled connection, and the pools' sum must stay within the database's.
+    spenders: CapacityLimiter
     windows: Windows = field(default_factory=DatabaseWindows)  # where rate limits count
-    # Verifies that spend (credits, rate limits) run in threads, this many at a time: each
-    # holds a pooled connection, and the pools' sum must stay within the database's limit.
-    spenders: CapacityLimiter = field(default_factory=lambda: CapacityLimiter(4))
     metrics_here: bool = True  # GET /metrics on the API's port
     metrics_token: str | None = field(default=None, repr=False)  # ... for this token only
 
