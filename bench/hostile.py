@@ -60,7 +60,7 @@ def main() -> int:
             "/healthz",
         )
         rows = []
-        with serving([keyplane]):
+        with serving(keyplane):
             for shape, body in SHAPES.items():
                 times, statuses = [], set()
                 for _ in range(SENDS):

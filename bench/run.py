@@ -9,9 +9,10 @@ operations on the same number of keys: Keyplane as ``keyplane serve`` runs it, a
 FastAPI + SQLAlchemy app written as FastAPI's tutorial teaches, Django REST
 Framework + djangorestframework-api-key on gunicorn, and two floors (a validated
 no-op verify on Connexion's ``AsyncApp`` from the same spec, and Keyplane's
-``/healthz``). ``wrk`` drives each for a few seconds at a time, the contenders of
-one operation alternated (A B C A B C ...) so that drift on a shared machine
-touches them all alike. The figures are the medians of the rounds.
+``/healthz``). Each round serves each contender alone in turn (A B C A B C ...) and
+``wrk`` drives each of its operations for a few seconds, so that drift on a shared
+machine touches them all alike and no idle server holds connections or CPU. The
+figures are the medians of the rounds.
 """
 
 from __future__ import annotations
@@ -364,33 +365,29 @@ def _baseline(databases: Databases, keys: int, folder: Path, revision: str) -> C
 
 
 @contextlib.contextmanager
-def serving(contenders: list[Contender]) -> Iterator[None]:
+def serving(contender: Contender) -> Iterator[None]:
+    """The contender's server, on a port of its own, until the block ends."""
+    contender.port = _free_port()
+    command = [part.replace("{port}", str(contender.port)) for part in contender.command]
+    contender.process = subprocess.Popen(  # noqa: S603
+        command,
+        cwd=REPOSITORY,
+        env={**os.environ, **contender.env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
-        for contender in contenders:
-            contender.port = _free_port()
-            command = [part.replace("{port}", str(contender.port)) for part in contender.command]
-            contender.process = subprocess.Popen(  # noqa: S603
-                command,
-                cwd=REPOSITORY,
-                env={**os.environ, **contender.env},
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        for contender in contenders:
-            _wait_ready(contender)
+        _wait_ready(contender)
         yield
     finally:
-        for contender in contenders:
-            if contender.process is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(contender.process.pid, signal.SIGTERM)
-        for contender in contenders:
-            if contender.process is not None:
-                try:
-                    contender.process.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    os.killpg(contender.process.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(contender.process.pid, signal.SIGTERM)
+        try:
+            contender.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(contender.process.pid, signal.SIGKILL)
+            contender.process.wait()
 
 
 def _wait_ready(contender: Contender, seconds: float = 60) -> None:
@@ -435,22 +432,21 @@ def send(contender: Contender, request: Request) -> tuple[int, Any]:
         return status, raw
 
 
-def check(contenders: list[Contender]) -> list[str]:
-    """Every contender answers every operation as it should: the smoke test's whole job."""
+def check(contender: Contender) -> list[str]:
+    """The contender answers every operation as it should: the smoke test's whole job."""
     wrong = []
-    for contender in contenders:
-        for operation, (request, expect) in contender.operations.items():
-            numbers = ("check 1", "check 2") if request.numbered else ("",)
-            sends = [request.body.replace("{n}", number) for number in numbers]
-            if request.bodies:
-                sends, numbers = [request.bodies[0], request.bodies[-1]], ("", "")
-            for number, sent in zip(numbers, sends, strict=True):
-                status, body = send(contender, dataclasses.replace(request, body=sent))
-                code = body.get("code") if isinstance(body, dict) else None
-                if status != expect.status or (expect.code is not None and code != expect.code):
-                    wrong.append(f"{contender.name}, {operation}: {status} {body!r:.200}")
-                elif number and body.get("description") != json.loads(sent)["description"]:
-                    wrong.append(f"{contender.name}, {operation}: not changed: {body!r:.200}")
+    for operation, (request, expect) in contender.operations.items():
+        numbers = ("check 1", "check 2") if request.numbered else ("",)
+        sends = [request.body.replace("{n}", number) for number in numbers]
+        if request.bodies:
+            sends, numbers = [request.bodies[0], request.bodies[-1]], ("", "")
+        for number, sent in zip(numbers, sends, strict=True):
+            status, body = send(contender, dataclasses.replace(request, body=sent))
+            code = body.get("code") if isinstance(body, dict) else None
+            if status != expect.status or (expect.code is not None and code != expect.code):
+                wrong.append(f"{contender.name}, {operation}: {status} {body!r:.200}")
+            elif number and body.get("description") != json.loads(sent)["description"]:
+                wrong.append(f"{contender.name}, {operation}: not changed: {body!r:.200}")
     return wrong
 
 
@@ -502,26 +498,29 @@ def measure(
     seconds: float,
     rounds: int,
     connections: int,
-) -> list[Figure]:
-    operations = list(dict.fromkeys(op for c in contenders for op in c.operations))
+) -> tuple[list[Figure], dict[str, float]]:
+    """Each round serves each contender alone in turn and drives all its operations:
+    no idle server holds the database's connections (three Keyplanes, the peers and a
+    floor would pass PostgreSQL's 100 at once) or a share of the CPU. Also the largest
+    worker each contender ran, in MB."""
     runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    # Warm each server for a second, unrecorded (its pools fill, its workers start
-    # answering); ``check`` has already run every path once.
-    for contender in contenders:
-        _wrk(contender, next(iter(contender.operations.values()))[0], 1, connections)
+    rss: dict[str, float] = {}
     for round_ in range(rounds):
-        for operation in operations:
-            for contender in contenders:
-                if operation not in contender.operations:
-                    continue
-                run = _wrk(contender, contender.operations[operation][0], seconds, connections)
-                runs.setdefault((operation, contender.name), []).append(run)
-                print(
-                    f"  [{database}, {keys:,} keys, round {round_ + 1}/{rounds}] {operation:32} "
-                    f"{contender.name:24} {run['requests'] / run['seconds']:8.0f} req/s",
-                    flush=True,
-                )
-    return [
+        for contender in contenders:
+            with serving(contender):
+                # Warm it for a second, unrecorded (its pools fill, its workers answer).
+                _wrk(contender, next(iter(contender.operations.values()))[0], 1, connections)
+                for operation, (request, _) in contender.operations.items():
+                    run = _wrk(contender, request, seconds, connections)
+                    runs.setdefault((operation, contender.name), []).append(run)
+                    print(
+                        f"  [{database}, {keys:,} keys, round {round_ + 1}/{rounds}] "
+                        f"{operation:32} {contender.name:24} "
+                        f"{run['requests'] / run['seconds']:8.0f} req/s",
+                        flush=True,
+                    )
+                rss[contender.name] = max(rss.get(contender.name, 0.0), peak_rss_mb(contender))
+    figures = [
         Figure(
             database,
             keys,
@@ -536,6 +535,7 @@ def measure(
         )
         for (operation, name), measured in runs.items()
     ]
+    return figures, rss
 
 
 def peak_rss_mb(contender: Contender) -> float:
@@ -633,18 +633,21 @@ def main(argv: list[str] | None = None) -> int:
                 keys = 100 if args.smoke else args.keys
                 print(f"{database}: seeding {keys:,} keys per contender", flush=True)
                 contenders = prepare(databases, keys, Path(folder), redis_url, args.baseline)
-                with serving(contenders):
-                    wrong = check(contenders)
-                    if wrong:
-                        print("\n".join(["wrong answers:", *wrong]), file=sys.stderr)
-                        return 1
-                    if args.smoke:
-                        print(f"{database}: every contender answered every operation correctly")
-                        continue
-                    figures += measure(
-                        contenders, database, keys, args.seconds, args.rounds, args.connections
-                    )
-                    rss[f"{database}, {keys:,} keys"] = {c.name: peak_rss_mb(c) for c in contenders}
+                wrong = []
+                for contender in contenders:
+                    with serving(contender):
+                        wrong += check(contender)
+                if wrong:
+                    print("\n".join(["wrong answers:", *wrong]), file=sys.stderr)
+                    return 1
+                if args.smoke:
+                    print(f"{database}: every contender answered every operation correctly")
+                    continue
+                measured, peaks = measure(
+                    contenders, database, keys, args.seconds, args.rounds, args.connections
+                )
+                figures += measured
+                rss[f"{database}, {keys:,} keys"] = peaks
             finally:
                 databases.drop_all()
     if not args.smoke:
