@@ -207,17 +207,108 @@ class TestConcurrentManagement:
             instances, [("PUT", path, {"json": b, "headers": live.auth}) for b in bodies]
         )
         assert sorted(a.status_code for a in answers) == [200] * (CLIENTS - 1) + [201]
-        with live.client() as client:
-            events = client.get(
-                "/v1/audit-events",
-                params={"action": "ratelimit.override_set", "limit": 200},
-                headers=live.auth,
-            ).json()["items"]
-        mine = [e for e in events if e["target"]["id"] == "signups/198.51.100.4"]
+        mine = _audited(live, "ratelimit.override_set", "signups/198.51.100.4")
         assert len(mine) == CLIENTS
         # The override standing is the last one audited.
         check = {"namespace": "signups", "identifier": "198.51.100.4", "limit": 10**6}
         check["duration_ms"] = 60000
-        with live.client() as client:
-            used = client.post("/v1/ratelimit", json=check, headers=live.auth).json()
+        used = _send(live, "POST", "/v1/ratelimit", json=check).json()
         assert used["limit"] == mine[0]["changes"]["limit"]
+
+    def test_64_patches_of_one_identity_leave_one_body_and_64_audited(self, instances):
+        live = instances[0]
+        made = _send(live, "PUT", "/v1/identities/cus_patched", json={"meta": {"n": -1}})
+        assert made.status_code == 201, made.text
+        bodies = [{"meta": {"n": i}, "credits": {"remaining": i}} for i in range(CLIENTS)]
+        answers = _spread(
+            instances,
+            [
+                ("PATCH", "/v1/identities/cus_patched", {"json": b, "headers": live.auth})
+                for b in bodies
+            ],
+        )
+        assert [a.status_code for a in answers] == [200] * CLIENTS
+        assert [a.json()["meta"]["n"] for a in answers] == list(range(CLIENTS))
+        updated = _audited(live, "identity.updated", "cus_patched")
+        assert len(updated) == CLIENTS
+        for shown in _get(instances, "/v1/identities/cus_patched"):
+            assert shown["meta"] == {"n": shown["credits"]["remaining"]}  # one body, not a mix
+            # The body standing is the last one audited.
+            assert shown["credits"] == updated[0]["changes"]["credits"]
+
+    def test_64_deletes_of_one_identity_racing_its_verifies_delete_it_once(self, instances):
+        live = instances[0]
+        made = _send(live, "PUT", "/v1/identities/cus_leaving", json={"credits": {"remaining": 10}})
+        assert made.status_code == 201, made.text
+        key = live.create_key(external_id="cus_leaving")
+        deletes = [("DELETE", "/v1/identities/cus_leaving", {"headers": live.auth})] * CLIENTS
+        answers = _spread(instances, deletes + _verifies([key["full_key"]], CLIENTS))
+        assert sorted(a.status_code for a in answers[:CLIENTS]) == [204] + [404] * (CLIENTS - 1)
+        codes = _codes(answers[CLIENTS:])
+        # Up to 10 spend the identity's credits; once it is gone the key is unlimited.
+        assert set(codes) <= {"VALID", "USAGE_EXCEEDED"} and codes["VALID"] >= 10
+        assert len(_audited(live, "identity.deleted", "cus_leaving")) == 1
+        for each in instances:
+            assert _send(each, "GET", "/v1/identities/cus_leaving").status_code == 404
+            assert each.verify(key["full_key"])["code"] == "VALID"
+
+    def test_64_deletes_of_one_override_remove_it_once(self, instances):
+        live = instances[0]
+        path = "/v1/ratelimit/signups/overrides/192.0.2.77"
+        made = _send(live, "PUT", path, json={"limit": 1, "duration_ms": 60000})
+        assert made.status_code == 201, made.text
+        answers = _spread(instances, [("DELETE", path, {"headers": live.auth})] * CLIENTS)
+        assert sorted(a.status_code for a in answers) == [204] + [404] * (CLIENTS - 1)
+        assert len(_audited(live, "ratelimit.override_deleted", "signups/192.0.2.77")) == 1
+        check = {"namespace": "signups", "identifier": "192.0.2.77", "limit": 5}
+        check["duration_ms"] = 60000
+        used = _send(instances[-1], "POST", "/v1/ratelimit", json=check).json()
+        assert used["limit"] == 5  # the request's own limit counts again
+
+    def test_64_decrements_of_50_credits_take_each_once_and_refuse_the_rest(self, instances):
+        live = instances[0]
+        key = live.create_key(credits={"remaining": 50})
+        change = {"json": {"op": "decrement", "value": 1}, "headers": live.auth}
+        answers = _spread(
+            instances, [("POST", f"/v1/api-keys/{key['id']}/credits", change)] * CLIENTS
+        )
+        assert sorted(a.status_code for a in answers) == [200] * 50 + [409] * (CLIENTS - 50)
+        left = sorted(a.json()["credits"]["remaining"] for a in answers if a.status_code == 200)
+        assert left == list(range(50))  # no two decrements saw one balance
+        for shown in _get(instances, f"/v1/api-keys/{key['id']}"):
+            assert shown["credits"]["remaining"] == 0
+        assert len(_audited(live, "key.credits_changed", str(key["id"]))) == 50
+
+    def test_64_sets_of_one_keys_credits_leave_the_last_audited(self, instances):
+        live = instances[0]
+        key = live.create_key(credits={"remaining": 1})
+        answers = _spread(
+            instances,
+            [
+                (
+                    "POST",
+                    f"/v1/api-keys/{key['id']}/credits",
+                    {"json": {"op": "set", "value": 1000 + i}, "headers": live.auth},
+                )
+                for i in range(CLIENTS)
+            ],
+        )
+        assert [a.json()["credits"]["remaining"] for a in answers] == [
+            1000 + i for i in range(CLIENTS)
+        ]
+        audited = _audited(live, "key.credits_changed", str(key["id"]))
+        assert len(audited) == CLIENTS
+        for shown in _get(instances, f"/v1/api-keys/{key['id']}"):
+            assert shown["credits"]["remaining"] == audited[0]["changes"]["remaining"]
+
+
+def _send(live: Live, method: str, path: str, **kwargs: Any) -> Any:
+    with live.client() as client:
+        return client.request(method, path, headers=live.auth, **kwargs)
+
+
+def _audited(live: Live, action: str, target_id: str) -> list[dict[str, Any]]:
+    """The audit events of ``action`` on ``target_id``, newest first."""
+    events = _send(live, "GET", "/v1/audit-events", params={"action": action, "limit": 200})
+    assert events.status_code == 200, events.text
+    return [e for e in events.json()["items"] if str(e["target"]["id"]) == target_id]
