@@ -4,8 +4,8 @@
 spends its ``cost``. A refill sets the remaining credits to the refill's amount at each
 refill moment: 00:00 UTC every day (``daily``), or 00:00 UTC on ``refill_day`` of every
 month (``monthly``; a day past a short month's end is that month's last day). There is
-no scheduler: a refill due is applied by the very statement that next spends or sets
-the credits, judged from ``refilled_at``, so it happens once, however many spend at once.
+no scheduler: whatever next spends or changes the credits applies a due refill, under
+the row's lock, judged from ``refilled_at``: once, however many spend at once.
 
 **Rate limits** count uses in fixed windows: the window of a limit of ``limit`` per
 ``duration_ms`` is ``[floor(now / duration) * duration, + duration)`` in milliseconds
@@ -14,24 +14,25 @@ that would pass it is refused and counts nothing); a new window starts from noth
 So over any span of ``duration_ms`` at most ``2 * limit`` uses pass, the fixed window's
 known edge, and ``reset_at`` is the window's end.
 
-**All or nothing.** A verify's spend is one transaction: every rate limit it checks
-(in one order: by bucket) and then the credits of the key and of its identity. One
-refusal rolls back everything the transaction did, so a refused verify spends nothing
-anywhere. Each count is one conditional statement (``... WHERE used + cost <= limit``,
-``... WHERE remaining >= cost``): never negative, never spent twice, on any number of
-workers and instances. SQLite takes its write lock at ``BEGIN``; PostgreSQL locks each
-row it changes until the commit.
+**All or nothing.** A verify's spend counts every rate limit it checks and then spends
+the credits of the key and of its identity; one refusal and it changes nothing
+anywhere. Spends are committed in batches (``db.batches``): a ``Ledger`` reads every
+row of a batch once, locked until the commit (SQLite takes its write lock at
+``BEGIN``; PostgreSQL locks each row as it reads it, in one order for every batch), and
+judges each spend in the order it arrived against what the ones before it left. So a
+count is never negative and never spent twice, on any number of workers and instances.
 """
 
 from __future__ import annotations
 
 import calendar
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-from sqlalchemy import and_, case, delete, or_, select, update
+from sqlalchemy import Table, bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -40,7 +41,7 @@ import db.authority
 import db.session
 from db.authority import Authority
 from db.errors import Conflict, NotFound
-from db.lookups import Found, Refilling
+from db.lookups import Found
 from db.models import (
     ApiKey,
     Credited,
@@ -106,17 +107,31 @@ class Credits:
         return cls(given["remaining"], Refill(interval, refill["amount"], day))
 
 
-def credits_of(row: Credited, now: datetime) -> Credits | None:
+def credits_of(row: Credited | Balance, now: datetime) -> Credits | None:
     """What ``row`` holds now: a refill that is due shows, though not yet written."""
     if row.credits_remaining is None:
         return None
-    refill = None
-    remaining = row.credits_remaining
-    if row.refill_interval is not None and row.refill_amount is not None:
-        refill = Refill(row.refill_interval, row.refill_amount, row.refill_day)
-        if row.refilled_at is None or row.refilled_at < refill.last_moment(now):
-            remaining = row.refill_amount
-    return Credits(remaining, refill)
+    if row.refill_interval is None or row.refill_amount is None:
+        return Credits(row.credits_remaining)
+    refill = Refill(row.refill_interval, row.refill_amount, row.refill_day)
+    due = _due(row, refill, now) is not None
+    return Credits(refill.amount if due else row.credits_remaining, refill)
+
+
+def settle(row: Credited | Balance, now: datetime) -> Credits | None:
+    """``row``'s credits now, a due refill applied to the row (and so written with it)."""
+    held = credits_of(row, now)
+    if held is not None and held.refill is not None:
+        moment = _due(row, held.refill, now)
+        if moment is not None:
+            row.refilled_at, row.credits_remaining = moment, held.remaining
+    return held
+
+
+def _due(row: Credited | Balance, refill: Refill, now: datetime) -> datetime | None:
+    """The refill moment ``row`` has not had yet, if one has passed."""
+    moment = refill.last_moment(now)
+    return moment if row.refilled_at is None or row.refilled_at < moment else None
 
 
 def set_credits(row: Credited, given: Credits | None, now: datetime) -> None:
@@ -183,13 +198,9 @@ class Windows(Protocol):
 
     in_database: bool
 
-    def count(
-        self, session: Session | None, windows: Sequence[Window], now_ms: int
-    ) -> list[Counted]: ...
+    def count(self, ledger: Ledger, windows: Sequence[Window], now_ms: int) -> list[Counted]: ...
 
-    def peek(
-        self, session: Session | None, windows: Sequence[Window], now_ms: int
-    ) -> list[Counted]: ...
+    def peek(self, ledger: Ledger, windows: Sequence[Window], now_ms: int) -> list[Counted]: ...
 
     def ping(self) -> None:
         """Raise ``db.errors.Unavailable`` unless the windows can be counted now."""
@@ -198,10 +209,16 @@ class Windows(Protocol):
 
 
 class DatabaseWindows:
-    """Windows as rows, one conditional UPSERT each, in the spending transaction; a
-    refusal rolls the transaction back, so the windows counted before it count nothing."""
+    """Windows as rows, read and locked with the rest of a batch's rows and counted in
+    its ``Ledger``."""
 
     in_database = True
+
+    def count(self, ledger: Ledger, windows: Sequence[Window], now_ms: int) -> list[Counted]:
+        return ledger.count(windows, now_ms)
+
+    def peek(self, ledger: Ledger, windows: Sequence[Window], now_ms: int) -> list[Counted]:
+        return ledger.peek(windows, now_ms)
 
     def ping(self) -> None:
         pass  # rows in the database: readiness checks the database itself
@@ -209,45 +226,13 @@ class DatabaseWindows:
     def close(self) -> None:
         pass  # rows in the database: nothing of their own to close
 
-    def count(
-        self, session: Session | None, windows: Sequence[Window], now_ms: int
-    ) -> list[Counted]:
-        assert session is not None
-        counted: list[Counted] = []
-        for window in sorted(windows, key=lambda w: w.bucket):  # one lock order for all
-            used = _count(session, window, now_ms)
-            if used is None:
-                # The transaction is undone: none of these count, this one not even once.
-                undone = [Counted(c.window, c.used - c.window.cost, False) for c in counted]
-                rest = [w for w in windows if w not in {c.window for c in counted}]
-                return undone + self.peek(session, rest, now_ms)
-            counted.append(Counted(window, used, False))
-        return counted
-
-    def peek(
-        self, session: Session | None, windows: Sequence[Window], now_ms: int
-    ) -> list[Counted]:
-        assert session is not None
-        table = RateLimitWindow.__table__.c
-        found = []
-        for window in windows:
-            used = session.scalar(
-                select(table.used).where(
-                    table.bucket == window.bucket, table.window_start_ms == window.start_ms(now_ms)
-                )
-            )
-            used = int(used or 0)
-            found.append(Counted(window, used, not window.fits(used)))
-        return found
-
 
 @dataclass(frozen=True)
 class Payer:
-    """A row whose credits a verify spends (a key, its identity) and how they refill."""
+    """A row whose credits a verify spends: a key, or its identity."""
 
     table: type[ApiKey] | type[Identity]
     row_id: int
-    refill: Refill | None
 
 
 @dataclass
@@ -259,108 +244,213 @@ class Outcome:
     credits: dict[str, int | None] = field(default_factory=dict)  # by payer: key, identity
 
 
-def spend(
-    session: Session | None,
-    counter: Windows,
-    windows: Sequence[Window],
-    payers: dict[str, Payer],
-    cost: int,
-    now: datetime,
-) -> Outcome:
-    """Spend ``cost`` credits from each payer (the key's row, then its identity's) and
-    count ``windows``, all or nothing; a window that is full answers RATE_LIMITED,
-    before credits that are out (USAGE_EXCEEDED).
+@dataclass(frozen=True)
+class Spend:
+    """What one verify (or one standalone use) spends."""
 
-    The caller's transaction is rolled back when the outcome is a refusal. Without
-    payers and with windows outside the database, ``session`` may be None.
+    windows: Sequence[Window]
+    payers: dict[str, Payer]
+    cost: int
+    now: datetime
+
+    @property
+    def now_ms(self) -> int:
+        return int(self.now.timestamp() * 1000)
+
+
+@dataclass
+class Balance:
+    """A payer's credits as a batch holds them, its row locked (``models.Credited``)."""
+
+    credits_remaining: int | None
+    refill_interval: RefillInterval | None
+    refill_amount: int | None
+    refill_day: int | None
+    refilled_at: datetime | None
+    changed: bool = False
+
+    def can_pay(self, cost: int, now: datetime) -> bool:
+        """A cost of 0 only checks that a credit is left."""
+        held = credits_of(self, now)
+        return held is None or held.remaining >= max(cost, 1)
+
+    def pay(self, cost: int, now: datetime) -> None:
+        held = settle(self, now)
+        if held is not None:
+            self.credits_remaining = held.remaining - cost
+            self.changed = True
+
+    def left(self, now: datetime) -> int | None:
+        held = credits_of(self, now)
+        return None if held is None else held.remaining
+
+
+def spend_together(counter: Windows, spends: Sequence[Spend]) -> list[Outcome]:
+    """Each of ``spends`` judged in order, in one transaction (``db.batches``)."""
+    with db.session.apart(writes=True) as session:
+        return _spend_in(session, counter, spends)
+
+
+def _spend_in(session: Session, counter: Windows, spends: Sequence[Spend]) -> list[Outcome]:
+    ledger = Ledger(session, counter, spends)
+    outcomes = [ledger.spend(one) for one in spends]
+    ledger.write()
+    return outcomes
+
+
+class Ledger:
+    """Every row a batch of spends touches, read once and locked until the commit; each
+    spend judged in turn against what the ones before it left; what changed written
+    back in one statement per table.
+
+    The locks are taken in one order by every batch: windows made where missing (by
+    bucket), keys and identities (by id), windows locked (by bucket). SQLite holds its
+    write lock from ``BEGIN`` (``db.engine``); PostgreSQL locks each row as it reads it.
+    Nothing else changes these rows meanwhile, so each judgement is exact.
     """
-    now_ms = int(now.timestamp() * 1000)
-    outcome = Outcome()
-    paid = []
-    for name, payer in payers.items():
-        assert session is not None
-        left = _pay(session, payer, cost, now)
-        if left is None:
+
+    def __init__(self, session: Session, counter: Windows, spends: Sequence[Spend]) -> None:
+        self.connection = session.connection()
+        self.counter = counter
+        self.balances: dict[tuple[type[ApiKey] | type[Identity], int], Balance] = {}
+        self.used: dict[tuple[str, int], int] = {}  # by (bucket, window start)
+        self.changed: set[tuple[str, int]] = set()
+        self._lock(spends)
+
+    def _lock(self, spends: Sequence[Spend]) -> None:
+        wanted = sorted(
+            {
+                (w.bucket, w.start_ms(one.now_ms), w.end_ms(one.now_ms))
+                for one in spends
+                for w in one.windows
+            }
+            if self.counter.in_database
+            else ()
+        )
+        if wanted:
+            made = [{"w_bucket": b, "w_start": s, "w_ends": e} for b, s, e in wanted]
+            self.connection.execute(_making_windows(self.connection.dialect.name), made)
+        for model in (ApiKey, Identity):
+            ids = {p.row_id for one in spends for p in one.payers.values() if p.table is model}
+            if not ids:
+                continue
+            table = model.__table__.c
+            rows = self.connection.execute(
+                select(
+                    table.id,
+                    table.credits_remaining,
+                    table.refill_interval,
+                    table.refill_amount,
+                    table.refill_day,
+                    table.refilled_at,
+                )
+                .where(table.id.in_(sorted(ids)))
+                .order_by(table.id)
+                .with_for_update()
+            )
+            for row in rows:
+                self.balances[model, row[0]] = Balance(*row[1:])
+        if wanted:
+            table = RateLimitWindow.__table__.c
+            counters = self.connection.execute(
+                select(table.bucket, table.window_start_ms, table.used)
+                .where(table.bucket.in_(sorted({b for b, _, _ in wanted})))
+                .order_by(table.bucket, table.window_start_ms)
+                .with_for_update()
+            )
+            self.used = {(bucket, start): int(used) for bucket, start, used in counters}
+
+    def spend(self, one: Spend) -> Outcome:
+        """Count ``one``'s windows and spend its credits, all or nothing: a window that
+        is full answers RATE_LIMITED, before credits that are out (USAGE_EXCEEDED)."""
+        # A payer whose row has gone (an identity deleted since the lookup) pays nothing.
+        payers = {n: self.balances.get((p.table, p.row_id)) for n, p in one.payers.items()}
+        pays = all(b is None or b.can_pay(one.cost, one.now) for b in payers.values())
+        judge = self.counter.count if pays else self.counter.peek
+        outcome = Outcome(windows=judge(self, one.windows, one.now_ms))
+        if any(counted.exceeded for counted in outcome.windows):
+            outcome.refused = RATE_LIMITED
+        elif not pays:
             outcome.refused = USAGE_EXCEEDED
-            outcome.credits[name] = _remaining(session, payer, now)
         else:
-            outcome.credits[name] = left
-            paid.append(name)
-    if outcome.refused is None:
-        outcome.windows = counter.count(session, windows, now_ms)
-    else:
-        outcome.windows = counter.peek(session, windows, now_ms)
-    if any(counted.exceeded for counted in outcome.windows):
-        outcome.refused = RATE_LIMITED
-    if outcome.refused is not None:
-        for name in paid:  # undone with the transaction
-            outcome.credits[name] = (outcome.credits[name] or 0) + cost
-    return outcome
+            for balance in payers.values():
+                if balance is not None:
+                    balance.pay(one.cost, one.now)
+        outcome.credits = {n: None if b is None else b.left(one.now) for n, b in payers.items()}
+        return outcome
+
+    def count(self, windows: Sequence[Window], now_ms: int) -> list[Counted]:
+        """``DatabaseWindows.count``: every window takes its cost, or none does."""
+        held = self.peek(windows, now_ms)
+        if any(counted.exceeded for counted in held):
+            return held
+        for counted in held:
+            at = (counted.window.bucket, counted.window.start_ms(now_ms))
+            self.used[at] = counted.used + counted.window.cost
+            self.changed.add(at)
+        return [Counted(c.window, c.used + c.window.cost, False) for c in held]
+
+    def peek(self, windows: Sequence[Window], now_ms: int) -> list[Counted]:
+        found = []
+        for window in windows:
+            used = self.used.get((window.bucket, window.start_ms(now_ms)), 0)
+            found.append(Counted(window, used, not window.fits(used)))
+        return found
+
+    def write(self) -> None:
+        for model in (ApiKey, Identity):
+            rows = [
+                {"b_id": row_id, "b_remaining": b.credits_remaining, "b_refilled": b.refilled_at}
+                for (table, row_id), b in sorted(self.balances.items(), key=lambda i: i[0][1])
+                if table is model and b.changed
+            ]
+            if rows:
+                self.connection.execute(_paying(model), rows)
+        counts = [
+            {"w_bucket": bucket, "w_start": start, "w_used": self.used[bucket, start]}
+            for bucket, start in sorted(self.changed)
+        ]
+        if counts:
+            self.connection.execute(_counting(), counts)
 
 
-def _count(session: Session, window: Window, now_ms: int) -> int | None:
-    """Add ``cost`` uses to the window unless that passes the limit: uses after, or None."""
-    start = window.start_ms(now_ms)
+# The statements of a spend are built once: building one costs more than running it.
+
+
+@functools.cache
+def _making_windows(dialect_name: str) -> Any:
     table = RateLimitWindow.__table__
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    if not window.fits(0):
-        return None
-    statement = (
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
+    return (
         dialect.insert(table)
         .values(
-            bucket=window.bucket,
-            window_start_ms=start,
-            used=window.cost,
-            ends_at_ms=start + window.duration_ms,
+            bucket=bindparam("w_bucket"),
+            window_start_ms=bindparam("w_start"),
+            used=0,
+            ends_at_ms=bindparam("w_ends"),
         )
-        .on_conflict_do_update(
-            index_elements=[table.c.bucket, table.c.window_start_ms],
-            set_={"used": table.c.used + window.cost},
-            where=table.c.used + max(window.cost, 1) <= window.limit,
-        )
-        .returning(table.c.used)
+        .on_conflict_do_nothing(index_elements=[table.c.bucket, table.c.window_start_ms])
     )
-    used = session.scalar(statement)
-    return None if used is None else int(used)
 
 
-def _pay(session: Session, payer: Payer, cost: int, now: datetime) -> int | None:
-    """Spend ``cost`` of the payer's credits, a due refill first: what is left, or None
-    if they cannot pay (nothing spent)."""
-    table = payer.table
-    current: Any
-    if payer.refill is not None:
-        moment = payer.refill.last_moment(now)
-        due = and_(
-            table.refill_interval.is_not(None),
-            or_(table.refilled_at.is_(None), table.refilled_at < moment),
-        )
-        current = case((due, table.refill_amount), else_=table.credits_remaining)
-        values: dict[str, Any] = {
-            "credits_remaining": current - cost,
-            "refilled_at": case((due, moment), else_=table.refilled_at),
-        }
-    else:
-        current = table.credits_remaining
-        values = {"credits_remaining": current - cost}
-    left = session.scalar(
-        update(table)
-        # A cost of 0 checks that a credit is left, spending none.
-        .where(
-            table.id == payer.row_id,
-            table.credits_remaining.is_not(None),
-            current >= max(cost, 1),
-        )
-        .values(**values)
-        .returning(table.credits_remaining)
+@functools.cache
+def _counting() -> Any:
+    table = RateLimitWindow.__table__.c
+    return (
+        update(cast(Table, RateLimitWindow.__table__))
+        .where(table.bucket == bindparam("w_bucket"), table.window_start_ms == bindparam("w_start"))
+        .values(used=bindparam("w_used"))
     )
-    return None if left is None else int(left)
 
 
-def _remaining(session: Session, payer: Payer, now: datetime) -> int | None:
-    row = session.get(payer.table, payer.row_id)
-    held = credits_of(row, now) if isinstance(row, Credited) else None
-    return None if held is None else held.remaining
+@functools.cache
+def _paying(model: type[ApiKey] | type[Identity]) -> Any:
+    whole = cast(Table, model.__table__)
+    return (
+        update(whole)
+        .where(whole.c.id == bindparam("b_id"))
+        .values(credits_remaining=bindparam("b_remaining"), refilled_at=bindparam("b_refilled"))
+    )
 
 
 def purge_windows(session: Session, now: datetime) -> int:
@@ -375,7 +465,7 @@ def change_credits(row: Credited, op: str, value: int, now: datetime) -> int:
     """``set``, ``increment`` or ``decrement`` the remaining credits of a locked row (a
     due refill first); never below zero nor past ``MAX_CREDITS``. What is left. Only
     ``set`` gives credits (and no refill) to a row of unlimited use."""
-    current = credits_of(row, now)
+    current = settle(row, now)
     if current is None and op != "set":
         raise Conflict(f"This key has unlimited use: {op} needs credits (set them first)")
     current = current or Credits(0, None)
@@ -385,8 +475,6 @@ def change_credits(row: Credited, op: str, value: int, now: datetime) -> int:
     if not 0 <= remaining <= MAX_CREDITS:
         # The value is valid; the balance it meets is what refuses it.
         raise Conflict(f"Credits would be {remaining}: they stay between 0 and {MAX_CREDITS}")
-    if current.refill is not None and current.remaining != row.credits_remaining:
-        row.refilled_at = current.refill.last_moment(now)
     row.credits_remaining = remaining
     return remaining
 
@@ -413,11 +501,6 @@ def set_ratelimits(
 # -- verify and the standalone limit ------------------------------------------------------
 
 
-class _Refusal(Exception):
-    def __init__(self, outcome: Outcome) -> None:
-        self.outcome = outcome
-
-
 def verify_plan(
     found: Found, named: Sequence[dict[str, Any]], cost: int
 ) -> tuple[list[Window], dict[str, Payer]]:
@@ -434,33 +517,10 @@ def verify_plan(
         windows[name] = Window(name, owner, limit, duration, costs.get(name, 1))
     payers: dict[str, Payer] = {}
     if found.credits is not None:
-        payers["key"] = Payer(ApiKey, found.key_id, _refill(found.credits))
+        payers["key"] = Payer(ApiKey, found.key_id)
     if found.identity_credits is not None and found.identity_id is not None:
-        payers["identity"] = Payer(Identity, found.identity_id, _refill(found.identity_credits))
+        payers["identity"] = Payer(Identity, found.identity_id)
     return list(windows.values()), payers
-
-
-def _refill(held: Refilling) -> Refill | None:
-    if held.interval is None or held.amount is None:
-        return None
-    return Refill(RefillInterval(held.interval), held.amount, held.day)
-
-
-def spend_apart(
-    counter: Windows, windows: Sequence[Window], payers: dict[str, Payer], cost: int, now: datetime
-) -> Outcome:
-    """``spend`` in a transaction of its own: committed if it all passed, else undone.
-    Windows counted outside the database with no credits to spend need no transaction."""
-    if not payers and not counter.in_database:
-        return spend(None, counter, windows, payers, cost, now)
-    try:
-        with db.session.apart(writes=True) as session:
-            outcome = spend(session, counter, windows, payers, cost, now)
-            if outcome.refused is not None:
-                raise _Refusal(outcome)
-            return outcome
-    except _Refusal as refusal:
-        return refusal.outcome
 
 
 @dataclass(frozen=True)
@@ -479,26 +539,21 @@ def limit_apart(counter: Windows, authority: Authority, asked: Asked, now: datet
     override (if any) in place of the limit asked; the caller's standing confirmed
     under the same transaction, as for any change (``db.authority``)."""
     assert authority.account_id is not None
-    try:
-        with db.session.apart(writes=True) as session:
-            db.authority.claim(session, authority)
-            db.authority.confirm(session)
-            override = session.get(
-                RateLimitOverride, (authority.account_id, asked.namespace, asked.identifier)
-            )
-            limit, duration = (
-                (override.limit, override.duration_ms)
-                if override is not None
-                else (asked.limit, asked.duration_ms)
-            )
-            owner = f"ns:{authority.account_id}:{asked.namespace}:{asked.identifier}"
-            window = Window("", owner, limit, duration, asked.cost)
-            outcome = spend(session, counter, [window], {}, asked.cost, now)
-            if outcome.refused is not None:
-                raise _Refusal(outcome)
-            return outcome
-    except _Refusal as refusal:
-        return refusal.outcome
+    with db.session.apart(writes=True) as session:
+        db.authority.claim(session, authority)
+        db.authority.confirm(session)
+        override = session.get(
+            RateLimitOverride, (authority.account_id, asked.namespace, asked.identifier)
+        )
+        limit, duration = (
+            (override.limit, override.duration_ms)
+            if override is not None
+            else (asked.limit, asked.duration_ms)
+        )
+        owner = f"ns:{authority.account_id}:{asked.namespace}:{asked.identifier}"
+        window = Window("", owner, limit, duration, asked.cost)
+        (outcome,) = _spend_in(session, counter, [Spend([window], {}, asked.cost, now)])
+        return outcome
 
 
 # -- overrides of standalone limits ---------------------------------------------------------

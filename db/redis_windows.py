@@ -3,7 +3,7 @@ every instance that points at the same Redis.
 
 One Lua script counts all the windows of one use at once: Redis runs a script alone,
 so it reads every window, and only if the use fits in all of them adds its cost to
-each. That is ``db.limits.DatabaseWindows``'s all-or-nothing in one round trip, with
+each. That is ``db.limits.Ledger``'s all-or-nothing in one round trip, with
 no read-then-write across clients. A window's counter is the key
 ``keyplane:rl:<bucket>:<window start>``, dropped by Redis a second after the window ends.
 
@@ -19,10 +19,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import redis
-from sqlalchemy.orm import Session
 
 from db.errors import Unavailable
-from db.limits import Counted, Window
+from db.limits import Counted, Ledger, Window
 
 REDIS_UNAVAILABLE = "Rate limits are unavailable (Redis cannot be reached); try again shortly"
 RETRY_AFTER_SECONDS = 1
@@ -65,14 +64,10 @@ class RedisWindows:
         )
         self._script = self._client.register_script(_COUNT)
 
-    def count(
-        self, session: Session | None, windows: Sequence[Window], now_ms: int
-    ) -> list[Counted]:
+    def count(self, ledger: Ledger, windows: Sequence[Window], now_ms: int) -> list[Counted]:
         return self._run(windows, now_ms, count=True)
 
-    def peek(
-        self, session: Session | None, windows: Sequence[Window], now_ms: int
-    ) -> list[Counted]:
+    def peek(self, ledger: Ledger, windows: Sequence[Window], now_ms: int) -> list[Counted]:
         return self._run(windows, now_ms, count=False)
 
     def ping(self) -> None:

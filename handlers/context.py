@@ -20,7 +20,8 @@ import db.authority
 import db.session
 from db import crypto
 from db.access import Actor, Principal, resolve_actor
-from db.limits import DatabaseWindows, Windows
+from db.batches import Batches
+from db.limits import DatabaseWindows, Outcome, Spend, Windows
 from db.logins import SignIn
 from db.lookups import Lookups
 from db.usage import Usage
@@ -40,9 +41,11 @@ class Runtime:
     passwords: crypto.PasswordHashing  # argon2id, a few at a time
     sign_in: SignIn  # token lifetime and the login limit
     request_timeout_seconds: float  # a request's budget (readiness answers within half)
-    # Verifies that spend (credits, rate limits) run in threads, KEYPLANE_THREADS at a time:
-    # each holds a pooled connection, and the pools' sum must stay within the database's.
+    # Spends of usage limits run in threads, KEYPLANE_THREADS at a time: each holds a
+    # pooled connection, and the pools' sum must stay within the database's.
     spenders: CapacityLimiter
+    # A verify's spend, committed with the spends that queued beside it (``db.batches``).
+    spends: Batches[Spend, Outcome]
     windows: Windows = field(default_factory=DatabaseWindows)  # where rate limits count
     metrics_here: bool = True  # GET /metrics on the API's port
     metrics_token: str | None = field(default=None, repr=False)  # ... for this token only

@@ -2,8 +2,8 @@
 
 The data plane's one operation: ``async``, one lookup through the worker's key reader
 (``db.lookups``), no request transaction. A key with usage limits (credits, rate limits)
-then spends them in one atomic transaction of its own (``db.limits``); any other
-writes nothing.
+then spends them atomically, in a transaction it shares with the spends that queued
+beside it (``db.batches``, ``db.limits``); any other key writes nothing.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import json
 from datetime import datetime
 from typing import Any
 
-from anyio import to_thread
 from prometheus_client import Counter
 
 import db.limits
@@ -43,15 +42,7 @@ async def verify(body: dict[str, Any]) -> dict[str, Any]:
         cost = body.get("cost", 1)
         windows, payers = db.limits.verify_plan(found, body.get("ratelimits") or [], cost)
         if windows or payers:  # only a key with limits writes, in one atomic spend
-            outcome = await to_thread.run_sync(
-                db.limits.spend_apart,
-                current.windows,
-                windows,
-                payers,
-                cost,
-                now,
-                limiter=current.spenders,
-            )
+            outcome = await current.spends(db.limits.Spend(windows, payers, cost, now))
             code = Code(outcome.refused) if outcome.refused else code
             limits = _limits_told(outcome, now)
     VERIFICATIONS.labels(code.value).inc()

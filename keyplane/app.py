@@ -50,6 +50,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.testclient import TestClient
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+import db.limits
+from db.batches import Batches
 from db.crypto import PasswordHashing, Secrets
 from db.engine import make_engine
 from db.limits import DatabaseWindows
@@ -127,6 +129,12 @@ class Service:
         limits = settings.database_limits()
         engine = make_engine(settings.database_url, limits)
         sessions = Sessions.of(engine)
+        spenders = CapacityLimiter(settings.threads)
+        windows = (
+            DatabaseWindows()
+            if settings.redis_url is None
+            else RedisWindows(settings.redis_url, settings.redis_timeout_seconds)
+        )
         runtime = Runtime(
             secrets=Secrets.derive(settings.secret_key, settings.previous_secret_keys),
             lookups=lookups_for(settings.database_url, limits),
@@ -138,14 +146,11 @@ class Service:
                 window=timedelta(seconds=settings.login_window_seconds),
             ),
             request_timeout_seconds=settings.request_timeout_seconds,
-            spenders=CapacityLimiter(settings.threads),
+            spenders=spenders,
+            spends=Batches(partial(db.limits.spend_together, windows), spenders),
             metrics_here=settings.metrics == "on",
             metrics_token=settings.metrics_token,
-            windows=(
-                DatabaseWindows()
-                if settings.redis_url is None
-                else RedisWindows(settings.redis_url, settings.redis_timeout_seconds)
-            ),
+            windows=windows,
         )
         flusher = Flusher(
             runtime.usage, sessions, settings.last_used_resolution_seconds, runtime.windows

@@ -82,6 +82,19 @@ class TestCredits:
         clock.move(days=3)  # several days later: one refill, to the amount
         assert _verify(client, key)["credits_remaining"]["key"] == 4
 
+    def test_a_credit_change_applies_a_due_refill_once(self, client, factory, admin, clock):
+        plan = {"remaining": 5, "refill": {"interval": "daily", "amount": 5}}
+        key = _key(client, factory, admin, credits=plan)
+        clock.move(hours=12)  # midnight UTC: a refill to 5 is due, and 5 are left already
+        change = client.post(
+            f"/v1/api-keys/{key['id']}/credits",
+            json={"op": "decrement", "value": 1},
+            headers=factory.auth(admin),
+        )
+        assert change.json()["credits"]["remaining"] == 4
+        # The refill was applied with the change: it does not come a second time today.
+        assert _verify(client, key)["credits_remaining"]["key"] == 3
+
     def test_an_identitys_credits_are_shared_by_its_keys(self, client, factory, admin, clock):
         client.put(
             "/v1/identities/cus_7",
