@@ -508,8 +508,8 @@ def measure(
     for round_ in range(rounds):
         for contender in contenders:
             with serving(contender):
-                # Warm it for a second, unrecorded (its pools fill, its workers answer).
-                _wrk(contender, next(iter(contender.operations.values()))[0], 1, connections)
+                # Warm it, unrecorded: its pools fill, its workers answer.
+                _wrk(contender, next(iter(contender.operations.values()))[0], 2, connections)
                 for operation, (request, _) in contender.operations.items():
                     run = _wrk(contender, request, seconds, connections)
                     runs.setdefault((operation, contender.name), []).append(run)

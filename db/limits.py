@@ -303,9 +303,9 @@ class Ledger:
     spend judged in turn against what the ones before it left; what changed written
     back in one statement per table.
 
-    The locks are taken in one order by every batch: windows made where missing (by
-    bucket), keys and identities (by id), windows locked (by bucket). SQLite holds its
-    write lock from ``BEGIN`` (``db.engine``); PostgreSQL locks each row as it reads it.
+    The locks are taken in one order by every batch: windows (by bucket and start, each
+    made where missing), then keys and identities (by id). SQLite holds its write lock
+    from ``BEGIN`` (``db.engine``); PostgreSQL locks each row as it reads it.
     Nothing else changes these rows meanwhile, so each judgement is exact.
     """
 
@@ -329,36 +329,14 @@ class Ledger:
         )
         if wanted:
             made = [{"w_bucket": b, "w_start": s, "w_ends": e} for b, s, e in wanted]
-            self.connection.execute(_making_windows(self.connection.dialect.name), made)
+            counters = self.connection.execute(_locking_windows(self.connection.dialect.name), made)
+            self.used = {(bucket, start): int(used) for bucket, start, used in counters}
         for model in (ApiKey, Identity):
             ids = {p.row_id for one in spends for p in one.payers.values() if p.table is model}
-            if not ids:
-                continue
-            table = model.__table__.c
-            rows = self.connection.execute(
-                select(
-                    table.id,
-                    table.credits_remaining,
-                    table.refill_interval,
-                    table.refill_amount,
-                    table.refill_day,
-                    table.refilled_at,
-                )
-                .where(table.id.in_(sorted(ids)))
-                .order_by(table.id)
-                .with_for_update()
-            )
-            for row in rows:
-                self.balances[model, row[0]] = Balance(*row[1:])
-        if wanted:
-            table = RateLimitWindow.__table__.c
-            counters = self.connection.execute(
-                select(table.bucket, table.window_start_ms, table.used)
-                .where(table.bucket.in_(sorted({b for b, _, _ in wanted})))
-                .order_by(table.bucket, table.window_start_ms)
-                .with_for_update()
-            )
-            self.used = {(bucket, start): int(used) for bucket, start, used in counters}
+            if ids:
+                rows = self.connection.execute(_locking_balances(model), {"ids": sorted(ids)})
+                for row in rows:
+                    self.balances[model, row[0]] = Balance(*row[1:])
 
     def spend(self, one: Spend) -> Outcome:
         """Count ``one``'s windows and spend its credits, all or nothing: a window that
@@ -418,7 +396,9 @@ class Ledger:
 
 
 @functools.cache
-def _making_windows(dialect_name: str) -> Any:
+def _locking_windows(dialect_name: str) -> Any:
+    """Each window made where missing and locked (an update to what it holds), with its
+    uses: one statement for the whole batch."""
     table = RateLimitWindow.__table__
     dialect = postgresql if dialect_name == "postgresql" else sqlite
     return (
@@ -429,7 +409,29 @@ def _making_windows(dialect_name: str) -> Any:
             used=0,
             ends_at_ms=bindparam("w_ends"),
         )
-        .on_conflict_do_nothing(index_elements=[table.c.bucket, table.c.window_start_ms])
+        .on_conflict_do_update(
+            index_elements=[table.c.bucket, table.c.window_start_ms],
+            set_={"used": table.c.used},
+        )
+        .returning(table.c.bucket, table.c.window_start_ms, table.c.used)
+    )
+
+
+@functools.cache
+def _locking_balances(model: type[ApiKey] | type[Identity]) -> Any:
+    table = model.__table__.c
+    return (
+        select(
+            table.id,
+            table.credits_remaining,
+            table.refill_interval,
+            table.refill_amount,
+            table.refill_day,
+            table.refilled_at,
+        )
+        .where(table.id.in_(bindparam("ids", expanding=True)))
+        .order_by(table.id)
+        .with_for_update()
     )
 
 
