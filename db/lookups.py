@@ -92,27 +92,14 @@ class Found:
     external_id: str | None
     meta: str | None
     stale_digest: tuple[str, str] | None = None  # (column, digest)
-    # Usage limits (``db.limits``): the key's credits and refill, its identity's, and
-    # every rate limit of either (name, limit, duration_ms, auto_apply, on the key?).
-    credits: Refilling | None = None
+    # Usage limits (``db.limits``): the key's remaining credits as read (None: unlimited
+    # use), its identity's, and every rate limit of either (name, limit, duration_ms,
+    # auto_apply, on the key?). A spend reads its credits again, locked.
+    credits: int | None = None
     identity_id: int | None = None
     identity_meta: str | None = None
-    identity_credits: Refilling | None = None
+    identity_credits: int | None = None
     ratelimits: tuple[tuple[str, int, int, bool, bool], ...] = ()
-
-    @property
-    def limited(self) -> bool:
-        return bool(self.credits or self.identity_credits or self.ratelimits)
-
-
-@dataclass(frozen=True, slots=True)
-class Refilling:
-    """Credits as verify reads them: enough to spend them (``db.limits.Payer``)."""
-
-    remaining: int
-    interval: str | None
-    amount: int | None
-    day: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,15 +174,9 @@ def _key_query(permissions: Any, digests: Any, meta: Any, joined: Any) -> Select
             key.external_id,
             meta(key.meta),
             key.credits_remaining,
-            key.refill_interval,
-            key.refill_amount,
-            key.refill_day,
             identities.id,
             meta(identities.meta),
             identities.credits_remaining,
-            identities.refill_interval,
-            identities.refill_amount,
-            identities.refill_day,
             ratelimits.label("ratelimits"),
         )
         .join_from(ApiKey.__table__, User.__table__, users.id == key.user_id)
@@ -278,11 +259,11 @@ class _Rows:
             external_id=row[11],
             meta=row[12],
             stale_digest=stale if stale[1] != digests[0] else None,
-            credits=_refilling(row[13:17]),
-            identity_id=row[17],
-            identity_meta=row[18],
-            identity_credits=_refilling(row[19:23]),
-            ratelimits=_ratelimits(row[23]),
+            credits=row[13],
+            identity_id=row[14],
+            identity_meta=row[15],
+            identity_credits=row[16],
+            ratelimits=_ratelimits(row[17]),
         )
 
     @staticmethod
@@ -291,11 +272,6 @@ class _Rows:
             return None
         memberships = tuple((row[1], Role(row[2])) for row in rows if row[1] is not None)
         return UserFound(user_id, bool(rows[0][0]), int(rows[0][3]), memberships)
-
-
-def _refilling(columns: Sequence[Any]) -> Refilling | None:
-    remaining, interval, amount, day = columns
-    return None if remaining is None else Refilling(int(remaining), interval, amount, day)
 
 
 def _ratelimits(text: str | None) -> tuple[tuple[str, int, int, bool, bool], ...]:
