@@ -15,6 +15,8 @@ VERIFY_SPREAD = "verify: valid, 1,000 keys"
 LIMITED = "verify: limited (credits + a rate limit)"
 LIMITED_SPREAD = "verify: limited, 1,000 keys"
 KEYPLANE_REDIS = "Keyplane, windows in Redis"
+# Keyplane with KEYPLANE_VERIFY_OPEN: verify without a verifier credential, as before.
+KEYPLANE_OPEN = "Keyplane, verify open"
 # Keyplane as it was at an earlier git revision (--baseline): what a change costs a verify.
 BASELINE = "Keyplane at the baseline revision"
 

@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt
 from bench.figures import (
     BASELINE,
     FLOOR_QUERY,
+    KEYPLANE_OPEN,
     KEYPLANE_REDIS,
     KEYPLANE_SMALL,
     LIMITED,
@@ -188,6 +189,12 @@ def _targets(
             "verify, limited with Redis ÷ plain (1,000 keys)",
             ratio(rps(LIMITED_SPREAD, KEYPLANE_REDIS), plain_spread),
             0.8,
+            False,
+        ),
+        (
+            "verify with a verifier key ÷ open verify",
+            ratio(ours, rps(VERIFY, KEYPLANE_OPEN)),
+            0.9,
             False,
         ),
         (

@@ -48,6 +48,7 @@ from sqlalchemy.engine import make_url
 from bench.figures import (
     BASELINE,
     FLOOR_QUERY,
+    KEYPLANE_OPEN,
     KEYPLANE_REDIS,
     KEYPLANE_SMALL,
     LIMITED,
@@ -104,15 +105,20 @@ def _verify(key: str, permissions: list[str] | None = None) -> str:
     return json.dumps({"key": key, "permissions": permissions or [HELD]})
 
 
-def _verifies(valid: str, lacking: str, malformed: str) -> dict[str, tuple[Request, Expect]]:
+def _verifies(
+    valid: str, lacking: str, malformed: str, verifier: str = ""
+) -> dict[str, tuple[Request, Expect]]:
+    """Verify as the account's API calls it: with its verifier key (none: open verify)."""
+    auth = f"Bearer {verifier}" if verifier else ""
+    verify = "/v1/keys/verify"
     return {
-        "verify: valid": (Request("POST", "/v1/keys/verify", _verify(valid)), Expect(200, "VALID")),
+        "verify: valid": (Request("POST", verify, _verify(valid), auth), Expect(200, "VALID")),
         "verify: malformed": (
-            Request("POST", "/v1/keys/verify", _verify(malformed)),
+            Request("POST", verify, _verify(malformed), auth),
             Expect(200, "NOT_FOUND"),
         ),
         "verify: lacking a permission": (
-            Request("POST", "/v1/keys/verify", _verify(lacking)),
+            Request("POST", verify, _verify(lacking), auth),
             Expect(200, "INSUFFICIENT_PERMISSIONS"),
         ),
     }
@@ -121,11 +127,11 @@ def _verifies(valid: str, lacking: str, malformed: str) -> dict[str, tuple[Reque
 def _limits(seeded: Seeded) -> dict[str, tuple[Request, Expect]]:
     """Plain verify spread over keys, and verify of limited keys, hot and spread."""
     valid = Expect(200, "VALID")
-    verify = "/v1/keys/verify"
+    verify, auth = "/v1/keys/verify", f"Bearer {seeded.verifier}"
     return {
-        VERIFY_SPREAD: (Request("POST", verify, bodies=_each(seeded.spread)), valid),
-        LIMITED: (Request("POST", verify, _verify(seeded.limited[0])), valid),
-        LIMITED_SPREAD: (Request("POST", verify, bodies=_each(seeded.limited)), valid),
+        VERIFY_SPREAD: (Request("POST", verify, "", auth, bodies=_each(seeded.spread)), valid),
+        LIMITED: (Request("POST", verify, _verify(seeded.limited[0]), auth), valid),
+        LIMITED_SPREAD: (Request("POST", verify, "", auth, bodies=_each(seeded.limited)), valid),
     }
 
 
@@ -222,11 +228,21 @@ def prepare(
         [str(BIN / "keyplane"), "serve", "--workers", "2", "--port", "{port}"],
         {"KEYPLANE_DATABASE_URL": url, "KEYPLANE_SECRET_KEY": SECRET},
         "/healthz",
-        _verifies(seeded.valid, seeded.lacking, "kp_malformed"),
+        _verifies(seeded.valid, seeded.lacking, "kp_malformed", seeded.verifier),
     )
     keyplane.operations |= _manages(seeded.key_id, seeded.token) | _limits(seeded)
     keyplane.operations["healthz (floor)"] = (Request("GET", "/healthz"), Expect(200))
     contenders.append(keyplane)
+    # The same database, verify without a credential: what the verifier's check costs.
+    contenders.append(
+        Contender(
+            KEYPLANE_OPEN,
+            keyplane.command,
+            keyplane.env | {"KEYPLANE_VERIFY_OPEN": "true"},
+            "/healthz",
+            {"verify: valid": _verifies(seeded.valid, "", "")["verify: valid"]},
+        )
+    )
     if redis_url is not None:
         # The same database, served with its rate-limit windows in Redis.
         limited = {op: _limits(seeded)[op] for op in (LIMITED, LIMITED_SPREAD)}
@@ -253,7 +269,7 @@ def prepare(
                 keyplane.command,
                 {"KEYPLANE_DATABASE_URL": url, "KEYPLANE_SECRET_KEY": SECRET},
                 "/healthz",
-                {"verify: valid": _verifies(small.valid, small.lacking, "")["verify: valid"]},
+                {"verify: valid": _verifies(small.valid, "", "", small.verifier)["verify: valid"]},
             )
         )
 
@@ -300,7 +316,12 @@ def prepare(
         {},
         "",
         # The same validated request as Keyplane's; the handler answers without looking.
-        {"verify: valid": (Request("POST", "/v1/keys/verify", _verify(seeded.valid)), Expect(200))},
+        {
+            "verify: valid": (
+                _verifies(seeded.valid, "", "", seeded.verifier)["verify: valid"][0],
+                Expect(200),
+            )
+        },
     )
     contenders.append(floor)
     contenders.append(
@@ -310,12 +331,7 @@ def prepare(
             {"BENCH_DATABASE_URL": keyplane.env["KEYPLANE_DATABASE_URL"], "BENCH_SECRET": SECRET},
             "",
             # Keyplane's valid key, looked up in Keyplane's database and found.
-            {
-                "verify: valid": (
-                    Request("POST", "/v1/keys/verify", _verify(seeded.valid)),
-                    Expect(200, "VALID"),
-                )
-            },
+            {"verify: valid": _verifies(seeded.valid, "", "", seeded.verifier)["verify: valid"]},
         )
     )
     return contenders
@@ -345,7 +361,13 @@ def _baseline(databases: Databases, keys: int, folder: Path, revision: str) -> C
         files.extractall(tree, filter="data")
     url = databases.new("keyplane_baseline")
     # Its packages shadow this tree's (the editable install's finder comes after the path).
-    env = {"PYTHONPATH": str(tree), "KEYPLANE_DATABASE_URL": url, "KEYPLANE_SECRET_KEY": SECRET}
+    # Open verify: a revision before verifiers ignores the setting, a later one needs it.
+    env = {
+        "PYTHONPATH": str(tree),
+        "KEYPLANE_DATABASE_URL": url,
+        "KEYPLANE_SECRET_KEY": SECRET,
+        "KEYPLANE_VERIFY_OPEN": "true",
+    }
     seeded = subprocess.run(  # noqa: S603
         [sys.executable, "-c", _SEED_THEN, url, SECRET, str(keys), PASSWORD],
         cwd=tree,

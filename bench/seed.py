@@ -1,4 +1,5 @@
-"""Keyplane's benchmark data: one account, its admin, and N keys, written in bulk.
+"""Keyplane's benchmark data: one account, its admin, its API's verifier key, and N
+keys, written in bulk.
 
 Keys are made and stored exactly as ``db.api_keys.issue`` makes them (a random key,
 its HMAC under the server secret, its permission links), without an audit event
@@ -14,10 +15,13 @@ from sqlalchemy import insert, update
 from sqlalchemy.orm import Session
 
 import db.accounts
+import db.api_keys
+import db.audit
 import db.migrate
 from db import crypto
 from db.engine import for_writing, make_engine
 from db.models import ApiKey, ApiKeyPermission, RateLimit
+from db.permissions import VERIFY
 
 BATCH = 10_000
 HELD = "readApplications"
@@ -37,6 +41,7 @@ class Seeded:
     token: str  # the admin's, for the management operations
     spread: list[str]  # SPREAD keys holding HELD, without limits
     limited: list[str]  # SPREAD keys holding HELD, with credits and LIMITED_RATE
+    verifier: str = ""  # a key holding keyplane.verify: what the account's API verifies with
 
 
 def seed(database_url: str, secret: str, keys: int, admin: str, password: str) -> Seeded:
@@ -50,6 +55,11 @@ def seed(database_url: str, secret: str, keys: int, admin: str, password: str) -
                 session, "bench", admin, crypto.hash_password(password), now
             )
             account_id, user_id = account.id, user.id
+            admin = db.api_keys.Caller(
+                db.api_keys.Scope(account_id), db.audit.Actor.user(user_id), user_id, True
+            )
+            new = db.api_keys.NewKey("the API's verifier", None, (VERIFY,))
+            _, verifier = db.api_keys.issue(session, secrets, admin, new, now)
         valid, lacking = keys // 3, keys // 2
         spread = range(min(SPREAD, keys))
         kept: dict[int, tuple[int, str]] = {}  # index -> (id, key), for the chosen ones
@@ -80,6 +90,7 @@ def seed(database_url: str, secret: str, keys: int, admin: str, password: str) -
             token=token,
             spread=[kept[i][1] for i in spread],
             limited=[key for _, key in limited],
+            verifier=verifier,
         )
     finally:
         engine.dispose()

@@ -6,6 +6,8 @@ header values; the rules of the README's "Credentials" and "Account" live here o
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -14,12 +16,15 @@ import db.audit
 from db import crypto
 from db.authority import INVALID_CREDENTIALS, Authority
 from db.errors import Forbidden, Unauthorized
-from db.lookups import Code, Lookups, judge
+from db.lookups import Code, Found, Lookups, judge
 from db.models import Role
+from db.permissions import VERIFY
 from db.usage import Usage
 
 NOT_AUTHENTICATED = "Not authenticated"
 KEYS_CANNOT_MANAGE_KEYS = "API keys cannot create, update, rotate or revoke API keys"
+CANNOT_VERIFY = f"Only an account admin, or an API key holding {VERIFY}, may verify keys"
+NOT_THIS_KEYS_ACCOUNT = "This API key does not belong to that account"
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,7 @@ class Principal:
     # A user's accounts and roles, oldest first, as read when the request began.
     memberships: tuple[tuple[int, Role], ...] = ()
     token_generation: int | None = None  # a user token's ``gen`` claim
+    key_permissions: tuple[str, ...] = ()  # an API key's, as read when the request began
 
     def authority(self) -> Authority:
         return Authority(self.user_id, self.token_generation, self.key_id)
@@ -90,6 +96,15 @@ class Actor:
         self.principal.require_user(message)
         return self
 
+    def verifier_authority(self, message: str = CANNOT_VERIFY) -> Authority:
+        """An admin's, or an API key's that holds ``keyplane.verify`` (by that right,
+        confirmed again where it is used: ``db.authority``); 403 for anyone else."""
+        if self.principal.is_api_key and VERIFY in self.principal.key_permissions:
+            return self.authority().by_right(VERIFY)
+        if not self.is_admin:
+            raise Forbidden(message)
+        return self.authority()
+
     def require_admin(
         self,
         message: str = "Only account admins can do this",
@@ -141,7 +156,10 @@ async def _principal(
             raise Unauthorized(INVALID_CREDENTIALS)
         usage.note(found, digests[0], now)
         return Principal(
-            user_id=found.user_id, key_id=found.key_id, key_account_id=found.account_id
+            user_id=found.user_id,
+            key_id=found.key_id,
+            key_account_id=found.account_id,
+            key_permissions=found.permissions,
         )
     subject = secrets.token_subject(credential)
     user = await lookups.user(subject[0]) if subject is not None else None
@@ -157,7 +175,7 @@ def resolve_actor(principal: Principal, account_header: str | None) -> Actor:
     """The x-account-id header when given, else the caller's first account."""
     if principal.key_account_id is not None:
         if account_header is not None and account_header != str(principal.key_account_id):
-            raise Forbidden("This API key does not belong to that account")
+            raise Forbidden(NOT_THIS_KEYS_ACCOUNT)
         return Actor(principal, principal.key_account_id, role=None)
     memberships = principal.memberships
     if account_header is None:
@@ -169,3 +187,48 @@ def resolve_actor(principal: Principal, account_header: str | None) -> Actor:
         if str(account_id) == account_header:
             return Actor(principal, account_id, role)
     raise Forbidden("You are not a member of that account")
+
+
+async def verifying(
+    lookups: Lookups,
+    usage: Usage,
+    secrets: crypto.Secrets,
+    *,
+    credential: str,
+    account_header: str | None,
+    digests: Sequence[str],
+    now: datetime,
+) -> tuple[int, Found | None]:
+    """The account a verifier verifies for, and the key under test (None: no such key).
+
+    The verifier is an API key holding ``keyplane.verify`` (401 if it is not a working
+    key, 403 if it lacks the right), looked up in the same query as the key under test,
+    or an admin's token (403 for a member), whose user is read alongside the key's
+    lookup. ``digests`` is empty for a key that cannot exist: nothing is looked up.
+    """
+    if credential.startswith(crypto.API_KEY_PREFIX):
+        if not crypto.is_well_formed_api_key(credential):
+            raise Unauthorized(INVALID_CREDENTIALS)
+        own = secrets.api_key_digests(credential)
+        if digests:
+            verifier, found = await lookups.keys(own, digests)
+        else:
+            verifier, found = await lookups.key(own), None
+        code = judge(verifier, (VERIFY,), now)
+        if verifier is None or code not in (Code.VALID, Code.INSUFFICIENT_PERMISSIONS):
+            raise Unauthorized(INVALID_CREDENTIALS)
+        usage.note(verifier, own[0], now)
+        if code is Code.INSUFFICIENT_PERMISSIONS:
+            raise Forbidden(CANNOT_VERIFY)
+        if account_header is not None and account_header != str(verifier.account_id):
+            raise Forbidden(NOT_THIS_KEYS_ACCOUNT)
+        return verifier.account_id, found
+    user = _principal(lookups, usage, secrets, credential, now)
+    if digests:
+        principal, found = await asyncio.gather(user, lookups.key(digests))
+    else:
+        principal, found = await user, None
+    actor = resolve_actor(principal, account_header)
+    if not actor.is_admin:
+        raise Forbidden(CANNOT_VERIFY)
+    return actor.account_id, found

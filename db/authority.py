@@ -25,6 +25,7 @@ confirm. Nothing locks a key after a person's row, so no two orders meet.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import TypeVar
 
 from sqlalchemy import Row, select
@@ -32,12 +33,13 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.selectable import GenerativeSelect
 
 from db.errors import Forbidden, Unauthorized
-from db.models import Membership, Role, User
+from db.models import ApiKey, ApiKeyPermission, KeyStatus, Membership, Role, User, key_status_clause
 
 INVALID_CREDENTIALS = "Could not validate credentials"
 NO_LONGER_A_MEMBER = "You are no longer a member of this account"
 NO_LONGER_ADMIN = "You are no longer an admin of this account"
 KEYS_CHANGE_NOTHING = "API keys cannot change anything here"
+NO_LONGER_HOLDS = "This API key no longer holds the permission this takes"
 
 _Query = TypeVar("_Query", bound=GenerativeSelect)
 _CLAIMED = "keyplane.authority"
@@ -53,9 +55,13 @@ class Authority:
     key_id: int | None = None
     account_id: int | None = None  # the account they act in, once resolved
     role: Role | None = None  # the role they acted with there
+    right: str | None = None  # an API key's: the permission it acts by (keyplane.verify)
 
     def acting_in(self, account_id: int, role: Role | None) -> Authority:
         return replace(self, account_id=account_id, role=role)
+
+    def by_right(self, right: str) -> Authority:
+        return replace(self, right=right)
 
 
 def claim(session: Session, authority: Authority) -> None:
@@ -63,7 +69,9 @@ def claim(session: Session, authority: Authority) -> None:
     session.info[_CLAIMED] = authority
 
 
-def confirm(session: Session, *, own_row_for_update: bool = False) -> None:
+def confirm(
+    session: Session, *, own_row_for_update: bool = False, now: datetime | None = None
+) -> None:
     """Raise 401/403 unless the claimed caller still stands as they did; once a session.
 
     ``own_row_for_update``: the transaction goes on to update the caller's own user
@@ -74,9 +82,13 @@ def confirm(session: Session, *, own_row_for_update: bool = False) -> None:
     if authority is None or session.info.get(_CONFIRMED):
         return  # the operator's command line, or confirmed already
     if authority.key_id is not None:
-        # No operation lets an API key write; should one, this is where its key is
-        # confirmed not revoked, expired or switched off.
-        raise Forbidden(KEYS_CHANGE_NOTHING)
+        # An API key writes only by a right of Keyplane's own (a verifier counting a
+        # standalone limit): still active, its owner still in the account, still held.
+        if authority.right is None:
+            raise Forbidden(KEYS_CHANGE_NOTHING)
+        _judge_key(session, authority, now or datetime.now(UTC))
+        session.info[_CONFIRMED] = True
+        return
     query = select(User.is_active, User.token_generation).where(User.id == authority.user_id)
     if authority.account_id is None:
         _judge_user(session.execute(_locked(query, own_row_for_update)).one_or_none(), authority)
@@ -96,6 +108,39 @@ def confirm(session: Session, *, own_row_for_update: bool = False) -> None:
         if authority.role is Role.ADMIN and standing.role is not Role.ADMIN:
             raise Forbidden(NO_LONGER_ADMIN)
     session.info[_CONFIRMED] = True
+
+
+def _judge_key(session: Session, authority: Authority, now: datetime) -> None:
+    key = ApiKey.__table__.c
+    member = (
+        select(Membership.user_id)
+        .where(Membership.account_id == key.account_id, Membership.user_id == key.user_id)
+        .exists()
+    )
+    held = (
+        select(ApiKeyPermission.api_key_id)
+        .where(
+            ApiKeyPermission.api_key_id == key.id,
+            ApiKeyPermission.permission_id == authority.right,
+        )
+        .exists()
+    )
+    # The key's row share-locked: a revocation or a change of its permissions waits.
+    standing = session.execute(
+        select(
+            key_status_clause(KeyStatus.ACTIVE, now).label("active"),
+            User.is_active,
+            member.label("member"),
+            held.label("held"),
+        )
+        .join_from(ApiKey, User, User.id == ApiKey.user_id)
+        .where(ApiKey.id == authority.key_id, ApiKey.account_id == authority.account_id)
+        .with_for_update(read=True, of=ApiKey)
+    ).one_or_none()
+    if standing is None or not (standing.active and standing.is_active and standing.member):
+        raise Unauthorized(INVALID_CREDENTIALS)
+    if not standing.held:
+        raise Forbidden(NO_LONGER_HOLDS)
 
 
 def _locked(query: _Query, for_update: bool) -> _Query:

@@ -543,7 +543,7 @@ def limit_apart(counter: Windows, authority: Authority, asked: Asked, now: datet
     assert authority.account_id is not None
     with db.session.apart(writes=True) as session:
         db.authority.claim(session, authority)
-        db.authority.confirm(session)
+        db.authority.confirm(session, now=now)
         override = session.get(
             RateLimitOverride, (authority.account_id, asked.namespace, asked.identifier)
         )

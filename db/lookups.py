@@ -215,6 +215,11 @@ class Lookups(Protocol):
     async def key(self, digests: Sequence[str]) -> Found | None:
         """The key whose secret has one of ``digests`` (the current secret's first)."""
 
+    async def keys(
+        self, first: Sequence[str], second: Sequence[str]
+    ) -> tuple[Found | None, Found | None]:
+        """Two keys by their digests, in one query (a verifier's and the key it verifies)."""
+
     async def user(self, user_id: int) -> UserFound | None: ...
 
 
@@ -266,6 +271,21 @@ class _Rows:
             ratelimits=_ratelimits(row[17]),
         )
 
+    def _pair(
+        self,
+        rows: Sequence[Sequence[Any]],
+        first: Sequence[str],
+        second: Sequence[str],
+        permissions: Any,
+    ) -> tuple[Found | None, Found | None]:
+        """Each row to the digests it was found by (one row for both: the same key)."""
+        found: list[Found | None] = [None, None]
+        for row in rows:
+            for i, digests in enumerate((first, second)):
+                if row[3] in digests or row[4] in digests:
+                    found[i] = self._key(row, digests, permissions(row[9]))
+        return found[0], found[1]
+
     @staticmethod
     def _user(user_id: int, rows: Sequence[Sequence[Any]]) -> UserFound | None:
         if not rows:
@@ -282,6 +302,10 @@ def _ratelimits(text: str | None) -> tuple[tuple[str, int, int, bool, bool], ...
         name, limit, duration, auto, owner = item.split(",")
         found.append((name, int(limit), int(duration), auto == "1", owner == "k"))
     return tuple(found)
+
+
+def _spaced(text: str | None) -> tuple[str, ...]:
+    return tuple(text.split(" ")) if text else ()
 
 
 class SqliteLookups(_Rows):
@@ -327,11 +351,17 @@ class SqliteLookups(_Rows):
             raise Unavailable(UNAVAILABLE) from error
 
     async def key(self, digests: Sequence[str]) -> Found | None:
+        rows = self._keys(digests)
+        return self._key(rows[0], digests, _spaced(rows[0][9])) if rows else None
+
+    async def keys(
+        self, first: Sequence[str], second: Sequence[str]
+    ) -> tuple[Found | None, Found | None]:
+        return self._pair(self._keys([*first, *second]), first, second, _spaced)
+
+    def _keys(self, digests: Sequence[str]) -> list[Any]:
         sql = self._key_sql.get(len(digests)) or self._compile_key(len(digests))
-        rows = self._fetch(sql, {f"digest_{i}": digest for i, digest in enumerate(digests)})
-        if not rows:
-            return None
-        return self._key(rows[0], digests, rows[0][9].split(" ") if rows[0][9] else ())
+        return self._fetch(sql, {f"digest_{i}": digest for i, digest in enumerate(digests)})
 
     def _compile_key(self, count: int) -> str:
         names = [bindparam(f"digest_{i}", type_=ApiKey.key_digest.type) for i in range(count)]
@@ -460,6 +490,12 @@ class PostgresLookups(_Rows):
     async def key(self, digests: Sequence[str]) -> Found | None:
         rows = await self._fetch(self._KEY, list(digests))
         return self._key(rows[0], digests, rows[0][9] or ()) if rows else None
+
+    async def keys(
+        self, first: Sequence[str], second: Sequence[str]
+    ) -> tuple[Found | None, Found | None]:
+        rows = await self._fetch(self._KEY, [*first, *second])
+        return self._pair(rows, first, second, lambda held: held or ())
 
     async def user(self, user_id: int) -> UserFound | None:
         return self._user(user_id, await self._fetch(self._USER, user_id))

@@ -26,19 +26,33 @@ DEFAULT_CATALOG = (
     ("writeApplications", "Create, update and delete applications"),
 )
 
+# Keyplane's own rights: ids under ``keyplane.`` are every account's, outside its
+# customer catalog (not listed, added or removed there), granted to keys by admins only.
+RESERVED = "keyplane."
+VERIFY = "keyplane.verify"  # a key holding it may verify the account's keys
+VERIFY_DESCRIPTION = "Verify this account's API keys (Keyplane's own right)"
+RIGHTS = ((VERIFY, VERIFY_DESCRIPTION),)  # migration 0010 gave them to older accounts
+
+
+def is_reserved(permission_id: str) -> bool:
+    return permission_id.startswith(RESERVED)
+
 
 def seed_default(session: Session, account_id: int) -> None:
     session.add_all(
         Permission(account_id=account_id, id=permission_id, description=description)
-        for permission_id, description in DEFAULT_CATALOG
+        for permission_id, description in DEFAULT_CATALOG + RIGHTS
     )
     session.flush()
 
 
 def catalog(session: Session, account_id: int) -> list[Permission]:
+    """The account's customer catalog: its permissions but Keyplane's own rights."""
     return list(
         session.scalars(
-            select(Permission).where(Permission.account_id == account_id).order_by(Permission.id)
+            select(Permission)
+            .where(Permission.account_id == account_id, ~Permission.id.startswith(RESERVED))
+            .order_by(Permission.id)
         )
     )
 
@@ -52,6 +66,8 @@ def add(
     actor: db.audit.Actor,
     now: datetime,
 ) -> Permission:
+    if is_reserved(permission_id):
+        raise Conflict(f"Permission ids starting with {RESERVED} are Keyplane's own")
     if session.get(Permission, (account_id, permission_id)) is not None:
         raise Conflict("Permission already exists")
     permission = Permission(account_id=account_id, id=permission_id, description=description)
@@ -80,7 +96,7 @@ def remove(
         .where(Permission.account_id == account_id, Permission.id == permission_id)
         .with_for_update()
     )
-    if permission is None:
+    if permission is None or is_reserved(permission_id):
         raise NotFound("Permission not found")
     held = select(ApiKeyPermission).where(
         ApiKeyPermission.account_id == account_id,
@@ -96,13 +112,21 @@ def remove(
 
 
 def require_known(
-    session: Session, account_id: int, permission_ids: list[str], field: str = "permissions"
+    session: Session,
+    account_id: int,
+    permission_ids: list[str],
+    field: str = "permissions",
+    *,
+    customer_only: bool = False,
 ) -> list[str]:
-    """The ids, sorted and without repeats, if every one is in the catalog."""
+    """The ids, sorted and without repeats, if every one is in the catalog (with
+    ``customer_only``, the customer catalog: Keyplane's own rights count as unknown)."""
     if not permission_ids:
         return []
     # An id with a NUL cannot be in any catalog (and PostgreSQL could not even compare it).
-    candidates = {p for p in permission_ids if "\x00" not in p}
+    candidates = {
+        p for p in permission_ids if "\x00" not in p and not (customer_only and is_reserved(p))
+    }
     known = set(
         session.scalars(
             select(Permission.id)

@@ -3,7 +3,7 @@
 * ``max_key_lifetime_seconds``: an expiry set on a key lies at most that far ahead.
 * ``expiry_required``: a key cannot be created, or changed, without an expiry.
 * ``member_permissions``: the catalog permissions members may grant their own keys
-  (None: the whole catalog).
+  (None: the whole catalog). Keyplane's own rights are admins' to grant, always.
 * An expiry an admin set binds the key's owner: a member may bring it forward, never
   push it back or remove it.
 
@@ -48,7 +48,11 @@ class Policy:
             raise Forbidden(self._too_long())
 
     def check_member_grants(self, permissions: list[str]) -> None:
-        """What a member asks for their own key; admins grant any catalog permission."""
+        """What a member asks for their own key; admins grant any catalog permission,
+        and Keyplane's own rights (``db.permissions.RESERVED``), which members never do."""
+        reserved = sorted(p for p in permissions if db.permissions.is_reserved(p))
+        if reserved:
+            raise Forbidden(f"Only account admins grant {_listed(reserved)}")
         if self.member_permissions is None:
             return
         refused = sorted(set(permissions) - set(self.member_permissions))
@@ -99,7 +103,9 @@ def replace(
     members = policy.member_permissions
     if members is not None:
         members = tuple(
-            db.permissions.require_known(session, account_id, list(members), "member_permissions")
+            db.permissions.require_known(
+                session, account_id, list(members), "member_permissions", customer_only=True
+            )
         )
     account.max_key_lifetime_seconds = policy.max_key_lifetime_seconds
     account.expiry_required = policy.expiry_required

@@ -1,7 +1,8 @@
-"""``/v1/keys/verify``: is this key good, and may it do this? The key is the credential.
+"""``/v1/keys/verify``: is this key good, and may it do this?
 
 The data plane's one operation: ``async``, one lookup through the worker's key reader
-(``db.lookups``), no request transaction. A key with usage limits (credits, rate limits)
+(``db.lookups``) for the key and its verifier together (``db.access.verifying``), no
+request transaction. A key with usage limits (credits, rate limits)
 then spends them atomically, in a transaction it shares with the spends that queued
 beside it (``db.batches``, ``db.limits``); any other key writes nothing.
 """
@@ -12,13 +13,15 @@ import json
 from datetime import datetime
 from typing import Any
 
+from connexion.context import context
 from prometheus_client import Counter
 
+import db.access
 import db.limits
 from db import crypto
 from db.lookups import Code, Found, judge
 from db.timefmt import rfc3339
-from handlers.context import runtime
+from handlers.context import note, runtime
 
 VERIFICATIONS = Counter("keyplane_verifications_total", "Verify outcomes", ["code"])
 
@@ -32,9 +35,23 @@ async def verify(body: dict[str, Any]) -> dict[str, Any]:
     # A key with a wrong prefix, length or checksum costs no query at all.
     if crypto.is_well_formed_api_key(full_key):
         digests = current.secrets.api_key_digests(full_key)
-        found = await current.lookups.key(digests)
-    scope = body.get("account_id")
-    if found is not None and scope is not None and found.account_id != scope:
+    token_info = context.get("token_info") or {}
+    scopes = [body.get("account_id")]
+    if "verifier" not in token_info:  # KEYPLANE_VERIFY_OPEN, and none given
+        found = await current.lookups.key(digests) if digests else None
+    else:
+        account_id, found = await db.access.verifying(
+            current.lookups,
+            current.usage,
+            current.secrets,
+            credential=token_info["verifier"],
+            account_header=token_info["account"],
+            digests=digests,
+            now=now,
+        )
+        note(account_id=account_id)
+        scopes.append(account_id)
+    if found is not None and any(s is not None and s != found.account_id for s in scopes):
         found = None  # another account's key: told exactly like a key that does not exist
     code = judge(found, body.get("permissions") or (), now)
     limits: dict[str, Any] = {"ratelimits": [], "credits_remaining": NO_CREDITS}

@@ -1,8 +1,8 @@
 """``/v1/ratelimit``: limits on things that are not keys (an IP, a sign-up form, a user).
 
 ``limit`` is on the data plane (``async``): one use counted, all in one transaction
-of its own that confirms the caller is still an admin of the account whose namespace
-it spends (``db.limits.limit_apart``). The overrides are management, on the control
+of its own that confirms the caller still may spend the account's namespaces (an
+admin, or a verifier key: ``db.limits.limit_apart``). The overrides are management, on the control
 plane.
 """
 
@@ -20,13 +20,16 @@ from db.timefmt import rfc3339
 from handlers.context import current_actor, current_principal, note, runtime
 
 ADMINS_ONLY = "Only an account's admins spend or set its standalone rate limits"
+SPENDERS_ONLY = (
+    "Only an account's admins, or its API keys holding keyplane.verify, spend its "
+    "standalone rate limits"
+)
 
 
 async def limit(body: dict[str, Any]) -> dict[str, Any]:
     current = runtime()
-    actor = _admin(
-        resolve_actor(current_principal(), connexion.request.headers.get("x-account-id"))
-    )
+    actor = resolve_actor(current_principal(), connexion.request.headers.get("x-account-id"))
+    authority = actor.verifier_authority(SPENDERS_ONLY)
     note(account_id=actor.account_id)
     asked = db.limits.Asked(
         namespace=body["namespace"],
@@ -39,7 +42,7 @@ async def limit(body: dict[str, Any]) -> dict[str, Any]:
     outcome = await to_thread.run_sync(
         db.limits.limit_apart,
         current.windows,
-        actor.authority(),
+        authority,
         asked,
         now,
         limiter=current.spenders,

@@ -15,6 +15,7 @@ from typing import Any
 from starlette.requests import Request
 
 import db.access
+from db import crypto
 from handlers.context import note, runtime
 
 
@@ -39,6 +40,13 @@ async def _authenticate(http_request: Request) -> dict[str, Any]:
     )
     note(principal=principal.kind)
     return {"sub": str(principal.user_id), "principal": principal}
+
+
+def verifier_info(token: str, request: Request) -> dict[str, Any]:
+    """Verify's credential is checked by verify itself, in the query that looks up the
+    key under test (``db.access.verifying``): here it is only passed on."""
+    note(principal="api_key" if token.startswith(crypto.API_KEY_PREFIX) else "user")
+    return {"sub": "verifier", "verifier": token, "account": request.headers.get("x-account-id")}
 
 
 def metrics_token_info(token: str) -> dict[str, Any] | None:

@@ -67,6 +67,8 @@ class Settings:
     # Its URL may hold a password: never shown.
     redis_url: str | None = field(default=None, repr=False)
     redis_timeout_seconds: float = 0.5
+    # Verify without a credential, as before verifiers: for a trusted network only.
+    verify_open: bool = False
 
     @classmethod
     def from_env(
@@ -101,6 +103,7 @@ class Settings:
             docs_site=env.get("KEYPLANE_DOCS_SITE") or _built_docs(),
             redis_url=env.get("KEYPLANE_REDIS_URL") or None,
             redis_timeout_seconds=_float(env, "KEYPLANE_REDIS_TIMEOUT_SECONDS", 0.5),
+            verify_open=env.get("KEYPLANE_VERIFY_OPEN", "") in {"1", "true"},
         )
         settings.check(with_secret=with_secret)
         return settings

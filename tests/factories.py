@@ -17,7 +17,8 @@ import db.identities
 import db.users
 from db import crypto
 from db.engine import for_writing
-from db.models import Account, ApiKey, Role, User
+from db.models import Account, ApiKey, Membership, Role, User
+from db.permissions import VERIFY
 
 PASSWORD = "correct-horse-battery-staple"
 _names = itertools.count(1)
@@ -91,6 +92,28 @@ class Factory:
     def auth(self, user: User) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token(user)}"}
 
+    def verifier(self, account: Account | int) -> dict[str, str]:
+        """Headers that may verify the account's keys: a token of its first admin (one
+        is made if it has none), which adds no key and no audit event of its own."""
+        account_id = account if isinstance(account, int) else account.id
+        with self.sessions() as session:
+            admin = session.scalar(
+                select(User)
+                .join(Membership, Membership.user_id == User.id)
+                .where(Membership.account_id == account_id, Membership.role == Role.ADMIN)
+                .order_by(Membership.created_at)
+                .limit(1)
+            )
+        if admin is None:
+            stored = Account(id=account_id, name="")
+            admin = self.user(stored, Role.ADMIN)
+        return self.fresh_auth(admin) | {"x-account-id": str(account_id)}
+
+    def verifier_key(self, user: User, account: Account) -> tuple[ApiKey, dict[str, str]]:
+        """An API key of ``user`` (an admin) holding the right to verify, as headers."""
+        key, full_key = self.api_key(user, account, permissions=(VERIFY,), by_admin=True)
+        return key, {"Authorization": f"Bearer {full_key}"}
+
     def api_key(
         self,
         user: User,
@@ -99,10 +122,11 @@ class Factory:
         description: str | None = "a key",
         expires_at: datetime | None = None,
         permissions: tuple[str, ...] = (),
+        by_admin: bool = False,
     ) -> tuple[ApiKey, str]:
         with self.sessions() as session, session.begin():
             owner = db.api_keys.Caller(
-                db.api_keys.Scope(account.id), db.audit.Actor.user(user.id), user.id
+                db.api_keys.Scope(account.id), db.audit.Actor.user(user.id), user.id, by_admin
             )
             new = db.api_keys.NewKey(description, expires_at, permissions)
             return db.api_keys.issue(session, self.secrets, owner, new, datetime.now(UTC))

@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 import httpx
 
+from db.permissions import VERIFY
 from tests.conftest import TEST_SECRET
 from tests.servers import keyplane_env, serving, wait_until_up
 
@@ -40,10 +41,16 @@ class Live:
     env: dict[str, str]
     token: str = ""
     account_id: int = 0
+    verifier_key: str = ""  # an API key of the account holding keyplane.verify
 
     @property
     def auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
+
+    @property
+    def verifier(self) -> dict[str, str]:
+        """Verify's credential, as the account's API would hold it."""
+        return {"Authorization": f"Bearer {self.verifier_key}"}
 
     def client(self, **kwargs: Any) -> httpx.Client:
         return httpx.Client(base_url=self.base, timeout=30, **kwargs)
@@ -65,7 +72,7 @@ class Live:
 
     def verify(self, full_key: str) -> dict[str, Any]:
         with self.client() as client:
-            response = client.post("/v1/keys/verify", json={"key": full_key})
+            response = client.post("/v1/keys/verify", json={"key": full_key}, headers=self.verifier)
         assert response.status_code == 200, response.text
         return dict(response.json())
 
@@ -123,6 +130,9 @@ def live_server(database_url: str, workers: int = 2, **extra: str) -> Iterator[L
             live.account_id = me["accounts"][0]["id"]
             for permission in CATALOG:
                 client.post("/v1/permissions", json={"id": permission}, headers=live.auth)
+        live.verifier_key = live.create_key(description="verifier", permissions=[VERIFY])[
+            "full_key"
+        ]
         yield live
 
 

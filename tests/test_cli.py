@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from db.crypto import Secrets
 from db.engine import make_engine
 from db.models import Account, ApiKey, AuditEvent, Role, User
+from db.permissions import VERIFY
 from tests.conftest import TEST_SECRET
 from tests.factories import Factory
 from tests.servers import KEYPLANE, keyplane_env, serving, wait_until_up
@@ -123,16 +124,20 @@ def test_a_previous_secret_is_accepted_while_it_is_configured(fresh_database_url
         token = _login(base)
         auth = {"Authorization": f"Bearer {token}"}
         full_key = httpx.post(f"{base}/v1/api-keys", json={}, headers=auth).json()["full_key"]
+        made = httpx.post(f"{base}/v1/api-keys", json={"permissions": [VERIFY]}, headers=auth)
+        verifier = {"Authorization": f"Bearer {made.json()['full_key']}"}  # outlives the token
     rotated = env | {"KEYPLANE_SECRET_KEY": new, "KEYPLANE_PREVIOUS_SECRET_KEYS": old}
     with serving(rotated) as (base, _):
         wait_until_up(base)
         assert _me(base, token).status_code == 200
-        assert _verify(base, full_key) == "VALID"  # and its digest is renewed with the new secret
+        assert (
+            _verify(base, full_key, verifier) == "VALID"
+        )  # and its digest is renewed with the new secret
         time.sleep(6)  # the flusher writes the renewal within its 5 s period
     with serving(env | {"KEYPLANE_SECRET_KEY": new}) as (base, _):
         wait_until_up(base)
         assert _me(base, token).status_code == 401  # the old secret's tokens are gone
-        assert _verify(base, full_key) == "VALID"  # the key moved to the new secret
+        assert _verify(base, full_key, verifier) == "VALID"  # the key moved to the new secret
 
 
 PASSWORD = "cli-admin-password-1"
@@ -151,8 +156,9 @@ def _me(base: str, token: str) -> httpx.Response:
     return httpx.get(f"{base}/v1/users/me", headers={"Authorization": f"Bearer {token}"})
 
 
-def _verify(base: str, full_key: str) -> str:
-    return str(httpx.post(f"{base}/v1/keys/verify", json={"key": full_key}).json()["code"])
+def _verify(base: str, full_key: str, verifier: dict[str, str]) -> str:
+    answer = httpx.post(f"{base}/v1/keys/verify", json={"key": full_key}, headers=verifier)
+    return str(answer.json()["code"])
 
 
 def test_first_serve_creates_a_default_admin_who_can_log_in(fresh_database_url):
@@ -338,6 +344,7 @@ def test_users_commands_for_the_operator(fresh_database_url):
         account = session.get(Account, 1)
     bob = factory.user(account, Role.MEMBER, username="bob")
     _, full_key = factory.api_key(bob, account)
+    verifier = factory.verifier(account)  # alice's token
     env = keyplane_env(
         fresh_database_url, KEYPLANE_SECRET_KEY=TEST_SECRET, KEYPLANE_ADMIN_PASSWORD=PASSWORD
     )
@@ -372,10 +379,10 @@ def test_users_commands_for_the_operator(fresh_database_url):
         removed = _run(fresh_database_url, "users", "remove", "bob", "--account", "1")
         assert removed.returncode == 0, removed.stderr
         assert "switched off 1 keys" in removed.stdout
-        assert _verify(base, full_key) == "DISABLED"
+        assert _verify(base, full_key, verifier) == "DISABLED"
         again = _run(fresh_database_url, "users", "add", "bob", "--account", "1")
         assert again.returncode == 0, again.stderr
-        assert _verify(base, full_key) == "DISABLED"  # back, but the key stays off
+        assert _verify(base, full_key, verifier) == "DISABLED"  # back, but the key stays off
         twice = _run(fresh_database_url, "users", "add", "bob", "--account", "1")
         assert (twice.returncode, twice.stderr) == (
             1,

@@ -18,6 +18,7 @@ from typing import ClassVar
 
 import pytest
 
+from db.permissions import VERIFY
 from tests.live import (
     CATALOG,
     Answer,
@@ -173,42 +174,65 @@ class TestConcurrentRotations:
         assert [v["code"] for v in verdicts].count("NOT_FOUND") == len(verdicts) - 2
 
 
+def _revoking_under_load(
+    live: Live, full_key: str, verifier: dict[str, str], revoke_id: int
+) -> tuple[list[tuple[float, tuple[int, str | None]]], float]:
+    """32 clients verify ``full_key`` with ``verifier`` while key ``revoke_id`` is
+    revoked: each answer (status, code) with the moment its request started, and the
+    moment the revocation was answered. No answer may be a 5xx or an error."""
+    seen: list[tuple[float, tuple[int, str | None]]] = []
+    tally = Tally()
+
+    async def scenario() -> float:
+        stop = asyncio.Event()
+        async with live.async_client(40) as client:
+
+            async def verifying() -> None:
+                deadline = time.monotonic() + 20
+                while not stop.is_set() and time.monotonic() < deadline:
+                    started = time.monotonic()
+                    response = await timed(
+                        tally,
+                        lambda: client.post(
+                            "/v1/keys/verify", json={"key": full_key}, headers=verifier
+                        ),
+                    )
+                    if response is not None:
+                        code = response.json()["code"] if response.status_code == 200 else None
+                        seen.append((started, (response.status_code, code)))
+
+            tasks = [asyncio.create_task(verifying()) for _ in range(32)]
+            await asyncio.sleep(1.0)
+            revoked = await client.delete(f"/v1/api-keys/{revoke_id}", headers=live.auth)
+            assert revoked.status_code == 200, revoked.text
+            revoked_at = time.monotonic()
+            await asyncio.sleep(1.0)
+            stop.set()
+            await asyncio.gather(*tasks)
+            return revoked_at
+
+    revoked_at = run(scenario())
+    assert tally.server_errors == 0 and not tally.errors, str(tally)
+    return seen, revoked_at
+
+
 class TestRevocationUnderVerifyLoad:
     def test_no_verify_started_after_a_revoke_answers_valid(self, live):
         key = live.create_key()
-        seen: list[tuple[float, str]] = []
-        tally = Tally()
+        seen, revoked_at = _revoking_under_load(live, key["full_key"], live.verifier, key["id"])
+        after = [answer for started, answer in seen if started > revoked_at]
+        assert after and set(after) == {(200, "REVOKED")}
+        assert (200, "VALID") in {answer for started, answer in seen if started < revoked_at}
 
-        async def scenario() -> float:
-            stop = asyncio.Event()
-            async with live.async_client(40) as client:
-
-                async def verifier() -> None:
-                    deadline = time.monotonic() + 20
-                    while not stop.is_set() and time.monotonic() < deadline:
-                        started = time.monotonic()
-                        response = await timed(
-                            tally,
-                            lambda: client.post("/v1/keys/verify", json={"key": key["full_key"]}),
-                        )
-                        if response is not None and response.status_code == 200:
-                            seen.append((started, response.json()["code"]))
-
-                tasks = [asyncio.create_task(verifier()) for _ in range(32)]
-                await asyncio.sleep(1.0)
-                revoked = await client.delete(f"/v1/api-keys/{key['id']}", headers=live.auth)
-                assert revoked.status_code == 200, revoked.text
-                revoked_at = time.monotonic()
-                await asyncio.sleep(1.0)
-                stop.set()
-                await asyncio.gather(*tasks)
-                return revoked_at
-
-        revoked_at = run(scenario())
-        assert tally.server_errors == 0 and not tally.errors, str(tally)
-        after = [code for started, code in seen if started > revoked_at]
-        assert after and set(after) == {"REVOKED"}
-        assert "VALID" in {code for started, code in seen if started < revoked_at}
+    def test_no_verify_started_after_its_verifier_is_revoked_is_answered(self, live):
+        """The verifier, not the key: refused (401) on its very next verify, any worker."""
+        key = live.create_key()
+        verifier = live.create_key(description="a verifier", permissions=[VERIFY])
+        headers = {"Authorization": f"Bearer {verifier['full_key']}"}
+        seen, revoked_at = _revoking_under_load(live, key["full_key"], headers, verifier["id"])
+        after = [answer for started, answer in seen if started > revoked_at]
+        assert after and set(after) == {(401, None)}
+        assert (200, "VALID") in {answer for started, answer in seen if started < revoked_at}
 
     def test_100_revocations_under_full_verify_load_all_succeed(self, live):
         keys = [live.create_key(description=f"r{i}") for i in range(100)]
@@ -224,7 +248,9 @@ class TestRevocationUnderVerifyLoad:
                     while not stop.is_set() and time.monotonic() < deadline:
                         await timed(
                             verifies,
-                            lambda: client.post("/v1/keys/verify", json={"key": hot[n % 8]}),
+                            lambda: client.post(
+                                "/v1/keys/verify", json={"key": hot[n % 8]}, headers=live.verifier
+                            ),
                         )
 
                 async def revoker(batch: list[dict]) -> None:
@@ -293,7 +319,9 @@ def _mixed_request(client: LoadClient, live: Live, rng: random.Random, keys, n: 
     """Verify 60 %, list 15 %, PATCH 20 %, create 5 %: a busy API's day."""
     key, kind = rng.choice(keys), rng.random()
     if kind < 0.6:
-        return lambda: client.post("/v1/keys/verify", json={"key": key["full_key"]})
+        return lambda: client.post(
+            "/v1/keys/verify", json={"key": key["full_key"]}, headers=live.verifier
+        )
     if kind < 0.75:
         return lambda: client.get("/v1/api-keys", params={"limit": 5}, headers=live.auth)
     if kind < 0.95:

@@ -3,7 +3,8 @@
 The blocks are the README's, CONTRIBUTING.md's and docs/'s ``sh`` and ``python`` blocks
 (``tests/docblocks.py``). Each runs in a shell (``bash -euo pipefail``) or Python with
 what the README's Quickstart leaves a reader with: ``PORT``, ``TOKEN``, ``ACCOUNT``,
-``KEY`` (a key holding ``readApplications``) and the server's own ``KEYPLANE_*``
+``KEY`` (a key holding ``readApplications``), ``VERIFIER`` (a key holding
+``keyplane.verify``) and the server's own ``KEYPLANE_*``
 settings, and must succeed. The few blocks this cannot run (they serve, or take
 minutes) name the test that runs them.
 """
@@ -50,6 +51,7 @@ def reader(live: Live) -> dict[str, str]:
         "TOKEN": live.token,
         "ACCOUNT": str(live.account_id),
         "KEY": key["full_key"],
+        "VERIFIER": live.verifier_key,
     }
 
 

@@ -85,7 +85,11 @@ def test_a_cut_database_is_503_then_recovers_and_nothing_commits_late(db_kind, f
             holding.commit()  # the PATCHes may now go on, but their next steps are held
         for method, path, kwargs in [
             ("GET", "/v1/api-keys", {"headers": live.auth}),
-            ("POST", "/v1/keys/verify", {"json": {"key": key["full_key"]}}),
+            (
+                "POST",
+                "/v1/keys/verify",
+                {"json": {"key": key["full_key"]}, "headers": live.verifier},
+            ),
         ]:
             _assert_503(*_timed(live, method, path, **kwargs))
         ready, seconds = _timed(live, "GET", "/readyz")
@@ -130,7 +134,9 @@ def test_sqlite_locked_writes_are_503_verify_goes_on_nothing_commits_late(
         other = sqlite3.connect(_sqlite_path(fresh_database_url), isolation_level=None)
         other.execute("BEGIN IMMEDIATE")
         answers, threads = _patch_in_background(live, key["id"], 4)
-        verdict, seconds = _timed(live, "POST", "/v1/keys/verify", json={"key": key["full_key"]})
+        verdict, seconds = _timed(
+            live, "POST", "/v1/keys/verify", json={"key": key["full_key"]}, headers=live.verifier
+        )
         assert verdict.json()["code"] == "VALID" and seconds < 1  # readers never wait
         ready, seconds = _timed(live, "GET", "/readyz")
         assert ready.status_code == 503 and seconds <= BUDGET + SLACK
@@ -166,7 +172,13 @@ def test_sqlite_disk_full_is_503_and_not_ready_then_recovers(db_kind, fresh_data
             ready, _ = _timed(live, "GET", "/readyz")
             assert ready.status_code == 503
             assert ready.json()["reason"] == "the database does not take writes"
-            verdict, _ = _timed(live, "POST", "/v1/keys/verify", json={"key": key["full_key"]})
+            verdict, _ = _timed(
+                live,
+                "POST",
+                "/v1/keys/verify",
+                json={"key": key["full_key"]},
+                headers=live.verifier,
+            )
             assert verdict.json()["code"] == "VALID"
         _recovers(live, key["id"])
         with live.client() as client:

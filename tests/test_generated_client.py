@@ -89,7 +89,9 @@ def test_the_generated_client_drives_the_lifecycle_on_both_surfaces(
         )
 
         def verify(full_key: str) -> str:
-            verdict = verify_api.sync(client=anonymous, body=models.VerifyRequest(key=full_key))
+            verdict = verify_api.sync(
+                client=api, body=models.VerifyRequest(key=full_key)
+            )  # an admin
             return str(verdict.code)
 
         # v1: create, the v1 contract's PATCH, get, rotate, revoke.

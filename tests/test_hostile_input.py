@@ -436,6 +436,7 @@ def test_a_body_that_trickles_is_cut_off_with_a_408(live):
     body = json.dumps({"key": "kp_slow"}).encode()
     head = (
         b"POST /v1/keys/verify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Authorization: Bearer " + live.verifier_key.encode() + b"\r\n"
         b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n"
     )
     answer = _raw(live, head + body[:5], body[5:], 3)

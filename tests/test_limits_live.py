@@ -51,7 +51,14 @@ def instances(request, db_kind, tmp_path_factory) -> Iterator[list[Live]]:
         env = live_env(url, KEYPLANE_REDIS_URL=redis_url)
         base, server = stack.enter_context(serving(env, workers=2))
         wait_until_up(base, timeout=60)
-        second = Live(base, server, env, token=first.token, account_id=first.account_id)
+        second = Live(
+            base,
+            server,
+            env,
+            token=first.token,
+            account_id=first.account_id,
+            verifier_key=first.verifier_key,
+        )
         yield [first, second]
 
 
@@ -76,9 +83,16 @@ def _spread(instances: list[Live], requests: list[tuple[str, str, dict[str, Any]
     return run(send())
 
 
-def _verifies(full_keys: list[str], n: int, **extra: Any) -> list[tuple[str, str, dict]]:
+def _verifies(
+    instances: list[Live], full_keys: list[str], n: int, **extra: Any
+) -> list[tuple[str, str, dict]]:
+    body = {"headers": instances[0].verifier}
     return [
-        ("POST", "/v1/keys/verify", {"json": {"key": full_keys[i % len(full_keys)], **extra}})
+        (
+            "POST",
+            "/v1/keys/verify",
+            body | {"json": {"key": full_keys[i % len(full_keys)], **extra}},
+        )
         for i in range(n)
     ]
 
@@ -115,7 +129,7 @@ def _sleep_until(moment: str) -> None:
 class TestCredits:
     def test_300_verifies_of_a_key_with_100_credits_are_exactly_100_valid(self, instances):
         key = instances[0].create_key(credits={"remaining": 100})
-        codes = _codes(_spread(instances, _verifies([key["full_key"]], 300)))
+        codes = _codes(_spread(instances, _verifies(instances, [key["full_key"]], 300)))
         assert codes == {"VALID": 100, "USAGE_EXCEEDED": 200}
         for shown in _get(instances, f"/v1/api-keys/{key['id']}"):
             assert shown["credits"] == {"remaining": 0, "refill": None}
@@ -130,7 +144,7 @@ class TestCredits:
             )
         assert made.status_code == 201, made.text
         keys = [live.create_key(external_id="cus_shared")["full_key"] for _ in range(2)]
-        answers = _spread(instances, _verifies(keys, 300))
+        answers = _spread(instances, _verifies(instances, keys, 300))
         assert _codes(answers) == {"VALID": 100, "USAGE_EXCEEDED": 200}
         spent = sorted(
             a.json()["credits_remaining"]["identity"] for a in answers if a.json()["valid"]
@@ -143,7 +157,7 @@ class TestCredits:
         key = instances[0].create_key(credits={"remaining": 50})
         change = {"json": {"op": "increment", "value": 1}, "headers": instances[0].auth}
         requests = [("POST", f"/v1/api-keys/{key['id']}/credits", change)] * CLIENTS
-        requests += _verifies([key["full_key"]], 50)
+        requests += _verifies(instances, [key["full_key"]], 50)
         answers = _spread(instances, requests)
         assert [a.status_code for a in answers[:CLIENTS]] == [200] * CLIENTS
         assert _codes(answers[CLIENTS:]) == {"VALID": 50}  # 50 + 64 credits for 50 verifies
@@ -155,7 +169,7 @@ class TestRateLimits:
     def test_200_verifies_at_once_against_50_a_minute_are_exactly_50_valid(self, instances):
         key = instances[0].create_key(ratelimits=[PER_MINUTE])
         _inside_a_fresh_minute()
-        answers = _spread(instances, _verifies([key["full_key"]], 200))
+        answers = _spread(instances, _verifies(instances, [key["full_key"]], 200))
         assert _codes(answers) == {"VALID": 50, "RATE_LIMITED": 150}
         valid = [a.json()["ratelimits"][0] for a in answers if a.json()["valid"]]
         assert sorted(r["remaining"] for r in valid) == list(range(50))  # one use each
@@ -168,7 +182,7 @@ class TestRateLimits:
     def test_verifies_naming_an_exceeded_limit_spend_no_credit(self, instances):
         exports = {"name": "exports", "limit": 10, "duration_ms": 3600000}
         key = instances[0].create_key(ratelimits=[exports], credits={"remaining": 100})
-        named = _verifies([key["full_key"]], CLIENTS, ratelimits=[{"name": "exports"}])
+        named = _verifies(instances, [key["full_key"]], CLIENTS, ratelimits=[{"name": "exports"}])
         assert _codes(_spread(instances, named)) == {"VALID": 10, "RATE_LIMITED": CLIENTS - 10}
         for shown in _get(instances, f"/v1/api-keys/{key['id']}"):
             assert shown["credits"]["remaining"] == 90
@@ -242,7 +256,7 @@ class TestConcurrentManagement:
         assert made.status_code == 201, made.text
         key = live.create_key(external_id="cus_leaving")
         deletes = [("DELETE", "/v1/identities/cus_leaving", {"headers": live.auth})] * CLIENTS
-        answers = _spread(instances, deletes + _verifies([key["full_key"]], CLIENTS))
+        answers = _spread(instances, deletes + _verifies(instances, [key["full_key"]], CLIENTS))
         assert sorted(a.status_code for a in answers[:CLIENTS]) == [204] + [404] * (CLIENTS - 1)
         codes = _codes(answers[CLIENTS:])
         # Up to 10 spend the identity's credits; once it is gone the key is unlimited.

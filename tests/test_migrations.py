@@ -48,7 +48,40 @@ def test_0002_gives_existing_accounts_the_default_catalog(fresh_database_url):
     with fresh.connect() as connection:
         rows = connection.execute(text("SELECT account_id, id FROM permissions ORDER BY id"))
         assert [tuple(row) for row in rows] == [
-            (1, permission_id) for permission_id, _ in db.permissions.DEFAULT_CATALOG
+            (1, permission_id)
+            for permission_id, _ in sorted(db.permissions.DEFAULT_CATALOG + db.permissions.RIGHTS)
+        ]
+    fresh.dispose()
+
+
+def test_0010_gives_existing_accounts_the_right_to_verify_and_keeps_their_own(
+    fresh_database_url,
+):
+    fresh = make_engine(fresh_database_url)
+    db.migrate.upgrade(fresh, "0009")
+    with fresh.begin() as connection:
+        for name in ("old", "named"):
+            connection.execute(
+                text("INSERT INTO accounts (name, created_at) VALUES (:n, CURRENT_TIMESTAMP)"),
+                {"n": name},
+            )
+        connection.execute(
+            text(
+                "INSERT INTO permissions (account_id, id, description, created_at) "
+                "VALUES (2, 'keyplane.verify', 'mine', CURRENT_TIMESTAMP)"
+            )
+        )
+    db.migrate.upgrade(fresh)
+    with fresh.connect() as connection:
+        rows = connection.execute(
+            text(
+                "SELECT account_id, description FROM permissions "
+                "WHERE id = 'keyplane.verify' ORDER BY account_id"
+            )
+        )
+        assert [tuple(row) for row in rows] == [
+            (1, db.permissions.VERIFY_DESCRIPTION),
+            (2, "mine"),
         ]
     fresh.dispose()
 

@@ -51,8 +51,8 @@ def test_a_request_id_is_generated_when_absent_or_unusable(client, lines):
 
 def test_errors_and_unknown_routes_are_logged_too(client, lines):
     client.get("/nowhere")
-    client.post("/v1/keys/verify", json={"key": "kp_nope"})
+    client.post("/v1/keys/verify", json={"key": "kp_nope"})  # no verifier credential
     assert [(line["route"], line["status"]) for line in lines()] == [
         (None, 404),
-        ("/v1/keys/verify", 200),
+        ("/v1/keys/verify", 401),
     ]

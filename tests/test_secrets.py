@@ -49,7 +49,9 @@ def test_the_whole_lifecycle_leaves_no_secret_in_the_database_or_logs(fresh_data
             json={"description": created["full_key"][:8]},
             headers=newbie,
         )
-        client.post("/v1/keys/verify", json={"key": created["full_key"]})
+        verifier = factory.verifier(1)
+        secrets.append(verifier["Authorization"].removeprefix("Bearer "))
+        client.post("/v1/keys/verify", json={"key": created["full_key"]}, headers=verifier)
         rotated = client.post(
             f"/v1/api-keys/{created['id']}/rotate",
             json={"grace_period_seconds": 60},
@@ -57,7 +59,9 @@ def test_the_whole_lifecycle_leaves_no_secret_in_the_database_or_logs(fresh_data
         ).json()
         secrets.append(rotated["full_key"])
         for full_key in (created["full_key"], rotated["full_key"]):
-            client.post("/v1/keys/verify", json={"key": full_key, "permissions": ["x"]})
+            client.post(
+                "/v1/keys/verify", json={"key": full_key, "permissions": ["x"]}, headers=verifier
+            )
         client.delete(f"/v1/api-keys/{created['id']}", headers=newbie)
         # Failed logins and validation errors must not echo what was sent either.
         client.post(

@@ -21,10 +21,11 @@ def test_sigterm_during_a_slow_request_lets_it_finish(fresh_database_url):
         "POST /v1/keys/verify HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     ).encode()
-    with serving(keyplane_env(fresh_database_url, KEYPLANE_SECRET_KEY=TEST_SECRET)) as (
-        base,
-        server,
-    ):
+    # Verify open (no credential to make first): what is timed is the shutdown.
+    env = keyplane_env(
+        fresh_database_url, KEYPLANE_SECRET_KEY=TEST_SECRET, KEYPLANE_VERIFY_OPEN="1"
+    )
+    with serving(env) as (base, server):
         wait_until_up(base)
         port = int(base.rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port), timeout=30) as slow:

@@ -40,7 +40,8 @@ def test_changes_through_one_process_show_on_the_next_verify_through_another(
 
         def verify(full_key: str, permissions: list[str] | None = None) -> str:
             body = {"key": full_key, "permissions": permissions or []}
-            return str(httpx.post(f"{other}/v1/keys/verify", json=body).json()["code"])
+            answer = httpx.post(f"{other}/v1/keys/verify", json=body, headers=auth)
+            return str(answer.json()["code"])
 
         created = httpx.post(
             f"{one}/v1/api-keys", json={"permissions": ["readApplications"]}, headers=auth

@@ -80,3 +80,9 @@ def counting(request, client):
         return client
     request.getfixturevalue("redis_url")
     return request.getfixturevalue("redis_client")
+
+
+@pytest.fixture
+def verifier(factory, acme, admin):
+    """Headers that may verify acme's keys (its admin's token)."""
+    return factory.verifier(acme)

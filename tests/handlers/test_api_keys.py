@@ -596,7 +596,9 @@ class TestUpdate:
         assert error["loc"] == ["path", "item_id"]
         assert error["type"] == error_type
 
-    def test_409_turning_on_a_key_of_an_owner_who_left(self, client, factory, admin, member, acme):
+    def test_409_turning_on_a_key_of_an_owner_who_left(
+        self, client, factory, admin, member, acme, verifier
+    ):
         record, full_key = factory.api_key(member, acme)
         client.delete(f"/v1/users/{member.id}", headers=factory.auth(admin))
         response = client.patch(
@@ -606,7 +608,10 @@ class TestUpdate:
         assert response.json() == {
             "detail": "The key's owner is no longer an active member of this account"
         }
-        assert client.post("/v1/keys/verify", json={"key": full_key}).json()["code"] == "DISABLED"
+        assert (
+            client.post("/v1/keys/verify", json={"key": full_key}, headers=verifier).json()["code"]
+            == "DISABLED"
+        )
 
 
 class TestRevoke:
@@ -682,11 +687,11 @@ class TestRotate:
         body = {} if grace is None else {"grace_period_seconds": grace}
         return client.post(f"/v1/api-keys/{key_id}/rotate", json=body, headers=factory.auth(user))
 
-    def _verify(self, client, full_key):
-        return client.post("/v1/keys/verify", json={"key": full_key}).json()
+    def _verify(self, client, verifier, full_key):
+        return client.post("/v1/keys/verify", json={"key": full_key}, headers=verifier).json()
 
     def test_200_a_new_secret_for_the_same_record_old_one_kept_for_the_grace(
-        self, client, factory, sessions, acme, admin
+        self, client, factory, sessions, acme, admin, verifier
     ):
         record, old_key = factory.api_key(
             admin, acme, description="rotating", permissions=("readApplications",)
@@ -701,9 +706,9 @@ class TestRotate:
             "rotating",
             ["readApplications"],
         )
-        assert self._verify(client, new_key)["code"] == "VALID"
-        assert self._verify(client, new_key)["rotation"] is None
-        during = self._verify(client, old_key)
+        assert self._verify(client, verifier, new_key)["code"] == "VALID"
+        assert self._verify(client, verifier, new_key)["rotation"] is None
+        during = self._verify(client, verifier, old_key)
         assert during["code"] == "VALID"
         assert during["rotation"]["replaced"] is True
         grace_end = datetime.fromisoformat(during["rotation"]["expires_at"])
@@ -712,37 +717,43 @@ class TestRotate:
         with sessions() as session, session.begin():
             stored = session.get(ApiKey, record.id)
             stored.previous_key_expires_at = datetime.now(UTC) - timedelta(seconds=1)
-        assert self._verify(client, old_key)["code"] == "NOT_FOUND"
-        assert self._verify(client, new_key)["code"] == "VALID"
+        assert self._verify(client, verifier, old_key)["code"] == "NOT_FOUND"
+        assert self._verify(client, verifier, new_key)["code"] == "VALID"
 
-    def test_200_grace_zero_cuts_the_old_secret_at_once(self, client, factory, acme, member):
+    def test_200_grace_zero_cuts_the_old_secret_at_once(
+        self, client, factory, acme, member, verifier
+    ):
         record, old_key = factory.api_key(member, acme)
         response = self._rotate(client, factory, member, record.id, grace=0)
         assert response.status_code == 200
-        assert self._verify(client, old_key)["code"] == "NOT_FOUND"
-        assert self._verify(client, response.json()["full_key"])["code"] == "VALID"
+        assert self._verify(client, verifier, old_key)["code"] == "NOT_FOUND"
+        assert self._verify(client, verifier, response.json()["full_key"])["code"] == "VALID"
 
-    def test_200_rotating_again_cuts_the_oldest_secret(self, client, factory, acme, admin):
+    def test_200_rotating_again_cuts_the_oldest_secret(
+        self, client, factory, acme, admin, verifier
+    ):
         record, first = factory.api_key(admin, acme)
         second = self._rotate(client, factory, admin, record.id, grace=600).json()["full_key"]
         third = self._rotate(client, factory, admin, record.id, grace=600).json()["full_key"]
-        assert self._verify(client, first)["code"] == "NOT_FOUND"
-        assert self._verify(client, second)["rotation"]["replaced"] is True
-        assert self._verify(client, third)["code"] == "VALID"
+        assert self._verify(client, verifier, first)["code"] == "NOT_FOUND"
+        assert self._verify(client, verifier, second)["rotation"]["replaced"] is True
+        assert self._verify(client, verifier, third)["code"] == "VALID"
 
     def test_401_without_a_credential(self, client, key):
         response = client.post(f"/v1/api-keys/{key[0].id}/rotate", json={})
         assert response.status_code == 401
 
-    def test_403_for_an_api_key_principal_even_on_itself(self, client, factory, key):
+    def test_403_for_an_api_key_principal_even_on_itself(self, client, factory, key, verifier):
         for headers in _key_principal_headers(key[1]):
             response = client.post(f"/v1/api-keys/{key[0].id}/rotate", json={}, headers=headers)
             assert response.status_code == 403
-        assert self._verify(client, key[1])["code"] == "VALID"
+        assert self._verify(client, verifier, key[1])["code"] == "VALID"
 
-    def test_404_for_a_member_rotating_someone_elses_key(self, client, factory, member, key):
+    def test_404_for_a_member_rotating_someone_elses_key(
+        self, client, factory, member, key, verifier
+    ):
         assert self._rotate(client, factory, member, key[0].id).status_code == 404
-        assert self._verify(client, key[1])["code"] == "VALID"
+        assert self._verify(client, verifier, key[1])["code"] == "VALID"
 
     def test_409_for_a_revoked_key(self, client, factory, admin, key):
         client.delete(f"/v1/api-keys/{key[0].id}", headers=factory.auth(admin))
@@ -764,18 +775,20 @@ class TestRotate:
         )
         assert response.status_code == 415
 
-    def test_422_for_a_grace_period_over_seven_days(self, client, factory, admin, key):
+    def test_422_for_a_grace_period_over_seven_days(self, client, factory, admin, key, verifier):
         response = self._rotate(client, factory, admin, key[0].id, grace=604801)
         assert response.status_code == 422
         assert response.json()["detail"][0]["loc"] == ["body", "grace_period_seconds"]
-        assert self._verify(client, key[1])["code"] == "VALID"
+        assert self._verify(client, verifier, key[1])["code"] == "VALID"
 
 
 class TestCustomerFields:
     """``external_id``, ``meta`` and ``enabled``: set at create and update, shown by GET,
     listed by ``external_id``, told by a VALID verify."""
 
-    def test_201_and_verify_carry_the_customers_fields(self, client, factory, admin, acme):
+    def test_201_and_verify_carry_the_customers_fields(
+        self, client, factory, admin, acme, verifier
+    ):
         body = {"external_id": "cus_4f2a", "meta": {"plan": "pro", "seats": 5, "tags": ["eu"]}}
         made = client.post("/v1/api-keys", json=body, headers=factory.auth(admin))
         assert made.status_code == 201
@@ -783,7 +796,9 @@ class TestCustomerFields:
             "enabled": True
         }
         verdict = client.post(
-            "/v1/keys/verify", json={"key": made.json()["full_key"], "account_id": acme.id}
+            "/v1/keys/verify",
+            json={"key": made.json()["full_key"], "account_id": acme.id},
+            headers=verifier,
         ).json()
         assert (verdict["code"], verdict["external_id"], verdict["meta"]) == (
             "VALID",
@@ -813,13 +828,13 @@ class TestCustomerFields:
         assert listed[0]["id"] not in [k["id"] for k in active]
         assert len(active) == 2
 
-    def test_200_enabled_is_a_reversible_switch(self, client, factory, admin, key):
+    def test_200_enabled_is_a_reversible_switch(self, client, factory, admin, key, verifier):
         record, full_key = key
         off = client.patch(
             f"/v1/api-keys/{record.id}", json={"enabled": False}, headers=factory.auth(admin)
         )
         assert (off.status_code, off.json()["status"]) == (200, "disabled")
-        verdict = client.post("/v1/keys/verify", json={"key": full_key}).json()
+        verdict = client.post("/v1/keys/verify", json={"key": full_key}, headers=verifier).json()
         assert (verdict["valid"], verdict["code"], verdict["key_id"]) == (False, "DISABLED", None)
         # A disabled key is no credential either.
         assert client.get("/v1/users/me", headers={"X-API-Key": full_key}).status_code == 401
@@ -829,7 +844,10 @@ class TestCustomerFields:
             f"/v1/api-keys/{record.id}", json={"enabled": True}, headers=factory.auth(admin)
         )
         assert (on.status_code, on.json()["status"]) == (200, "active")
-        assert client.post("/v1/keys/verify", json={"key": full_key}).json()["code"] == "VALID"
+        assert (
+            client.post("/v1/keys/verify", json={"key": full_key}, headers=verifier).json()["code"]
+            == "VALID"
+        )
 
     def test_200_null_clears_external_id_and_meta(self, client, factory, admin):
         made = client.post(
@@ -900,15 +918,16 @@ class TestWhoSwitchesAKeyOn:
             f"/v1/api-keys/{key['id']}", json={"enabled": on}, headers=factory.auth(user)
         )
 
-    def _verify(self, client, key) -> str:
-        return str(client.post("/v1/keys/verify", json={"key": key["full_key"]}).json()["code"])
+    def _verify(self, client, verifier, key) -> str:
+        answer = client.post("/v1/keys/verify", json={"key": key["full_key"]}, headers=verifier)
+        return str(answer.json()["code"])
 
     def _shown(self, client, factory, user, key) -> tuple[str, str | None]:
         got = client.get(f"/v1/api-keys/{key['id']}", headers=factory.auth(user)).json()
         return got["status"], got["disabled_by"]
 
     def test_200_the_owner_switches_their_own_key_off_and_on(
-        self, client, factory, member, members_key
+        self, client, factory, member, members_key, verifier
     ):
         off = self._switch(client, factory, member, members_key, False)
         assert off.status_code == 200
@@ -916,25 +935,25 @@ class TestWhoSwitchesAKeyOn:
         on = self._switch(client, factory, member, members_key, True)
         assert on.status_code == 200
         assert self._shown(client, factory, member, members_key) == ("active", None)
-        assert self._verify(client, members_key) == "VALID"
+        assert self._verify(client, verifier, members_key) == "VALID"
 
     def test_403_for_a_member_turning_on_what_an_admin_switched_off(
-        self, client, factory, admin, member, members_key
+        self, client, factory, admin, member, members_key, verifier
     ):
         assert self._switch(client, factory, admin, members_key, False).status_code == 200
         assert self._shown(client, factory, member, members_key) == ("disabled", "admin")
         refused = self._switch(client, factory, member, members_key, True)
         assert refused.status_code == 403
         assert "only an admin" in refused.json()["detail"]
-        assert self._verify(client, members_key) == "DISABLED"
+        assert self._verify(client, verifier, members_key) == "DISABLED"
         stored = factory.stored_key(members_key["id"])
         assert (stored.enabled, stored.disabled_by) == (False, "admin")
         assert self._switch(client, factory, admin, members_key, True).status_code == 200
         assert self._shown(client, factory, member, members_key) == ("active", None)
-        assert self._verify(client, members_key) == "VALID"
+        assert self._verify(client, verifier, members_key) == "VALID"
 
     def test_403_for_a_member_removed_and_added_again(
-        self, client, factory, acme, admin, member, members_key
+        self, client, factory, acme, admin, member, members_key, verifier
     ):
         # Even a key the member had switched off themselves is off for the removal now.
         self._switch(client, factory, member, members_key, False)
@@ -944,12 +963,12 @@ class TestWhoSwitchesAKeyOn:
         assert self._shown(client, factory, member, members_key) == ("disabled", "removal")
         refused = self._switch(client, factory, member, members_key, True)
         assert refused.status_code == 403
-        assert self._verify(client, members_key) == "DISABLED"
+        assert self._verify(client, verifier, members_key) == "DISABLED"
         assert self._switch(client, factory, admin, members_key, True).status_code == 200
-        assert self._verify(client, members_key) == "VALID"
+        assert self._verify(client, verifier, members_key) == "VALID"
 
     def test_403_for_a_member_deactivated_and_activated_again(
-        self, client, factory, admin, member, members_key
+        self, client, factory, admin, member, members_key, verifier
     ):
         factory.set_active(member, False)
         factory.set_active(member, True)
@@ -960,16 +979,16 @@ class TestWhoSwitchesAKeyOn:
         )
         assert refused.status_code == 403
         assert factory.stored_key(members_key["id"]).disabled_by == "deactivation"
-        assert self._verify(client, members_key) == "DISABLED"
+        assert self._verify(client, verifier, members_key) == "DISABLED"
         assert self._switch(client, factory, admin, members_key, True).status_code == 200
 
     def test_409_for_an_admin_while_the_owner_is_gone(
-        self, client, factory, admin, member, members_key
+        self, client, factory, admin, member, members_key, verifier
     ):
         client.delete(f"/v1/users/{member.id}", headers=factory.auth(admin))
         conflict = self._switch(client, factory, admin, members_key, True)
         assert conflict.status_code == 409
-        assert self._verify(client, members_key) == "DISABLED"
+        assert self._verify(client, verifier, members_key) == "DISABLED"
 
     def test_the_console_keeps_the_switch_and_its_reason(
         self, client, factory, admin, member, members_key
@@ -1059,7 +1078,7 @@ class TestThePolicyBindsEveryChange:
         assert factory.stored_key(old_key["id"]).description == "console"
 
     def test_403_for_a_rotation_that_would_leave_the_key_without_an_expiry(
-        self, client, factory, admin, old_key
+        self, client, factory, admin, old_key, verifier
     ):
         refused = client.post(
             f"/v1/api-keys/{old_key['id']}/rotate", json={}, headers=factory.auth(admin)
@@ -1067,11 +1086,13 @@ class TestThePolicyBindsEveryChange:
         assert refused.status_code == 403
         assert "expire" in refused.json()["detail"]
         assert factory.stored_key(old_key["id"]).key_prefix == old_key["key_prefix"]
-        verdict = client.post("/v1/keys/verify", json={"key": old_key["full_key"]}).json()
+        verdict = client.post(
+            "/v1/keys/verify", json={"key": old_key["full_key"]}, headers=verifier
+        ).json()
         assert verdict["code"] == "VALID"  # the old secret, untouched
 
     def test_200_for_a_rotation_that_gives_the_new_secret_an_expiry(
-        self, client, factory, admin, old_key
+        self, client, factory, admin, old_key, verifier
     ):
         expiry = self._in_a_week()
         rotated = client.post(
@@ -1081,7 +1102,9 @@ class TestThePolicyBindsEveryChange:
         )
         assert rotated.status_code == 200
         assert rotated.json()["expires_at"] == expiry
-        verdict = client.post("/v1/keys/verify", json={"key": rotated.json()["full_key"]}).json()
+        verdict = client.post(
+            "/v1/keys/verify", json={"key": rotated.json()["full_key"]}, headers=verifier
+        ).json()
         assert (verdict["code"], verdict["expires_at"]) == ("VALID", expiry)
         events = client.get(
             "/v1/audit-events", params={"action": "key.rotated"}, headers=factory.auth(admin)

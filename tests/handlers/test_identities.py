@@ -169,12 +169,16 @@ class TestUpdate:
 
 
 class TestDelete:
-    def test_204_and_its_keys_keep_their_external_id(self, client, factory, admin, identity):
+    def test_204_and_its_keys_keep_their_external_id(
+        self, client, factory, admin, identity, verifier
+    ):
         key = client.post(
             "/v1/api-keys", json={"external_id": "cus_1"}, headers=factory.auth(admin)
         ).json()
         assert client.delete("/v1/identities/cus_1", headers=factory.auth(admin)).status_code == 204
-        verdict = client.post("/v1/keys/verify", json={"key": key["full_key"]}).json()
+        verdict = client.post(
+            "/v1/keys/verify", json={"key": key["full_key"]}, headers=verifier
+        ).json()
         assert (verdict["code"], verdict["external_id"], verdict["identity"]) == (
             "VALID",
             "cus_1",

@@ -27,10 +27,10 @@ SCRAPER = {"Authorization": f"Bearer {METRICS_TOKEN}"}
 
 
 class TestGet:
-    def test_200_counts_requests_by_operation_and_verify_outcomes(self, client):
+    def test_200_counts_requests_by_operation_and_verify_outcomes(self, client, verifier):
         before = _samples(client.get("/metrics", headers=SCRAPER).text)
         for _ in range(3):
-            client.post("/v1/keys/verify", json={"key": "kp_not_a_key"})
+            client.post("/v1/keys/verify", json={"key": "kp_not_a_key"}, headers=verifier)
         client.get("/v1/users/me")
         response = client.get("/metrics", headers=SCRAPER)
         assert response.status_code == 200
@@ -75,12 +75,17 @@ def test_several_workers_are_summed_on_a_separate_port(fresh_database_url):
     subprocess.run([*KEYPLANE, "db", "upgrade"], env=env, capture_output=True, check=True)
     with serving(env, workers=2) as (base, _):
         wait_until_up(base)
+        signed_in = httpx.post(
+            f"{base}/v1/auth/token",
+            data={"grant_type": "password", "username": "admin", "password": "metrics-password"},
+        )
+        verifier = {"Authorization": f"Bearer {signed_in.json()['access_token']}"}
         with httpx.Client() as http:  # new connections, spread over both workers
             for _ in range(40):
                 http.post(
                     f"{base}/v1/keys/verify",
                     json={"key": "kp_nope"},
-                    headers={"Connection": "close"},
+                    headers={"Connection": "close"} | verifier,
                 )
         not_here = httpx.get(f"{base}/metrics", headers={"Authorization": "Bearer any"})
         assert not_here.status_code == 404  # not on the API's port

@@ -76,6 +76,30 @@ class TestLimit:
         as_key = counting.post("/v1/ratelimit", json=SIGNUPS, headers={"X-API-Key": full_key})
         assert as_key.status_code == 401  # the operation takes a token, never a key
 
+    def test_403_for_an_api_key_without_the_right_to_verify(self, counting, factory, acme, admin):
+        _, full_key = factory.api_key(admin, acme, permissions=("readApplications",))
+        headers = {"Authorization": f"Bearer {full_key}"}
+        answer = counting.post("/v1/ratelimit", json=SIGNUPS, headers=headers)
+        assert answer.status_code == 403
+        assert "keyplane.verify" in answer.json()["detail"]
+
+    def test_200_a_verifier_key_spends_the_accounts_namespaces_as_an_admin_does(
+        self, counting, factory, acme, admin, clock
+    ):
+        _, verifier = factory.verifier_key(admin, acme)
+        by_key = [
+            counting.post("/v1/ratelimit", json=SIGNUPS, headers=verifier).json() for _ in range(2)
+        ]
+        by_admin = _limit(counting, factory, admin).json()
+        assert [a["remaining"] for a in [*by_key, by_admin]] == [2, 1, 0]
+        assert not counting.post("/v1/ratelimit", json=SIGNUPS, headers=verifier).json()["success"]
+
+    def test_401_for_a_revoked_verifier_key(self, counting, factory, acme, admin):
+        record, verifier = factory.verifier_key(admin, acme)
+        revoked = counting.delete(f"/v1/api-keys/{record.id}", headers=factory.auth(admin))
+        assert revoked.status_code == 200
+        assert counting.post("/v1/ratelimit", json=SIGNUPS, headers=verifier).status_code == 401
+
     def test_403_for_an_account_the_admin_is_not_in(self, counting, factory, admin):
         other = factory.account("globex")
         headers = factory.auth(admin) | {"X-Account-Id": str(other.id)}

@@ -381,7 +381,7 @@ class TestUpdate:
 
 class TestRemove:
     def test_204_removes_the_member_and_switches_their_keys_off(
-        self, client, factory, acme, admin, member
+        self, client, factory, acme, admin, member, verifier
     ):
         key, full_key = factory.api_key(member, acme)
         globex = factory.account("globex")
@@ -391,20 +391,28 @@ class TestRemove:
         assert response.status_code == 204
         members = client.get("/v1/users", headers=factory.auth(admin)).json()["items"]
         assert [m["username"] for m in members] == ["ada"]
-        verdict = client.post("/v1/keys/verify", json={"key": full_key}).json()
+        verdict = client.post("/v1/keys/verify", json={"key": full_key}, headers=verifier).json()
         assert (verdict["valid"], verdict["code"]) == (False, "DISABLED")
         listed = client.get(f"/v1/api-keys/{key.id}", headers=factory.auth(admin)).json()
         assert (listed["status"], listed["enabled"]) == ("disabled", False)
         # Their key in their other account is untouched.
-        assert client.post("/v1/keys/verify", json={"key": elsewhere_key}).json()["valid"]
+        assert client.post(
+            "/v1/keys/verify", json={"key": elsewhere_key}, headers=factory.verifier(globex)
+        ).json()["valid"]
         # Back in the account, their keys stay off until someone turns them on.
         factory.join(member, acme)
-        assert client.post("/v1/keys/verify", json={"key": full_key}).json()["code"] == "DISABLED"
+        assert (
+            client.post("/v1/keys/verify", json={"key": full_key}, headers=verifier).json()["code"]
+            == "DISABLED"
+        )
         turned_on = client.patch(
             f"/v1/api-keys/{key.id}", json={"enabled": True}, headers=factory.auth(admin)
         )
         assert turned_on.status_code == 200
-        assert client.post("/v1/keys/verify", json={"key": full_key}).json()["code"] == "VALID"
+        assert (
+            client.post("/v1/keys/verify", json={"key": full_key}, headers=verifier).json()["code"]
+            == "VALID"
+        )
         events = client.get(
             "/v1/audit-events", params={"action": "user.removed"}, headers=factory.auth(admin)
         ).json()["items"]
