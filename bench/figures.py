@@ -11,6 +11,7 @@ FLOOR_QUERY = "AsyncApp + one query (floor)"
 # Usage limits at verify: a key with credits and one auto-applied rate limit, against
 # plain verify, on one hot key and spread over 1,000 keys; windows in the database
 # (Keyplane) or in Redis (KEYPLANE_REDIS).
+VERIFY = "verify: valid"  # plain verify of one key: the headline figure
 VERIFY_SPREAD = "verify: valid, 1,000 keys"
 LIMITED = "verify: limited (credits + a rate limit)"
 LIMITED_SPREAD = "verify: limited, 1,000 keys"

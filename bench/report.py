@@ -24,6 +24,7 @@ from bench.figures import (
     LIMITED,
     LIMITED_SPREAD,
     SMALL,
+    VERIFY,
     VERIFY_SPREAD,
     Figure,
 )
@@ -31,7 +32,6 @@ from bench.figures import (
 KEYPLANE = "Keyplane"
 PEERS = ("FastAPI + SQLAlchemy", "DRF + drf-api-key")
 FLOOR = "AsyncApp no-op (floor)"
-VERIFY = "verify: valid"
 PATCH = "PATCH /v1/api-keys/{item_id}"
 PATCH_WRITING = "PATCH, a new description each time"
 RSS_LIMIT_MB = 150

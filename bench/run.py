@@ -54,6 +54,7 @@ from bench.figures import (
     LIMITED,
     LIMITED_SPREAD,
     SMALL,
+    VERIFY,
     VERIFY_SPREAD,
     Figure,
 )
@@ -106,13 +107,12 @@ def _verify(key: str, permissions: list[str] | None = None) -> str:
 
 
 def _verifies(
-    valid: str, lacking: str, malformed: str, verifier: str = ""
+    valid: str, lacking: str, malformed: str, auth: str = ""
 ) -> dict[str, tuple[Request, Expect]]:
-    """Verify as the account's API calls it: with its verifier key (none: open verify)."""
-    auth = f"Bearer {verifier}" if verifier else ""
+    """Verify as the API calls it, ``auth`` its own credential (none: open verify)."""
     verify = "/v1/keys/verify"
     return {
-        "verify: valid": (Request("POST", verify, _verify(valid), auth), Expect(200, "VALID")),
+        VERIFY: (Request("POST", verify, _verify(valid), auth), Expect(200, "VALID")),
         "verify: malformed": (
             Request("POST", verify, _verify(malformed), auth),
             Expect(200, "NOT_FOUND"),
@@ -223,12 +223,13 @@ def prepare(
 
     url = databases.new("keyplane")
     seeded = seed(url, SECRET, keys, "bench", PASSWORD)
+    verifier = f"Bearer {seeded.verifier}"  # the account's API verifies with its own key
     keyplane = Contender(
         "Keyplane",
         [str(BIN / "keyplane"), "serve", "--workers", "2", "--port", "{port}"],
         {"KEYPLANE_DATABASE_URL": url, "KEYPLANE_SECRET_KEY": SECRET},
         "/healthz",
-        _verifies(seeded.valid, seeded.lacking, "kp_malformed", seeded.verifier),
+        _verifies(seeded.valid, seeded.lacking, "kp_malformed", verifier),
     )
     keyplane.operations |= _manages(seeded.key_id, seeded.token) | _limits(seeded)
     keyplane.operations["healthz (floor)"] = (Request("GET", "/healthz"), Expect(200))
@@ -240,7 +241,7 @@ def prepare(
             keyplane.command,
             keyplane.env | {"KEYPLANE_VERIFY_OPEN": "true"},
             "/healthz",
-            {"verify: valid": _verifies(seeded.valid, "", "")["verify: valid"]},
+            {VERIFY: _verifies(seeded.valid, "", "")[VERIFY]},
         )
     )
     if redis_url is not None:
@@ -269,7 +270,7 @@ def prepare(
                 keyplane.command,
                 {"KEYPLANE_DATABASE_URL": url, "KEYPLANE_SECRET_KEY": SECRET},
                 "/healthz",
-                {"verify: valid": _verifies(small.valid, "", "", small.verifier)["verify: valid"]},
+                {VERIFY: _verifies(small.valid, "", "", f"Bearer {small.verifier}")[VERIFY]},
             )
         )
 
@@ -283,7 +284,8 @@ def prepare(
         _uvicorn("bench.peers.fastapi_peer.app:app"),
         env,
         "/docs",
-        _verifies(peer["valid"], peer["lacking"], peer["malformed"]),
+        # The verifying service signs in as the FastAPI tutorial teaches (OAuth2, a JWT).
+        _verifies(peer["valid"], peer["lacking"], peer["malformed"], f"Bearer {peer['token']}"),
     )
     fastapi.operations |= _manages(peer["patch_id"], peer["token"])
     contenders.append(fastapi)
@@ -306,7 +308,7 @@ def prepare(
             ],
             env,
             "",
-            _verifies(peer["valid"], peer["lacking"], peer["malformed"]),
+            _verifies(peer["valid"], peer["lacking"], peer["malformed"], peer["verifier"]),
         )
     )
 
@@ -317,8 +319,8 @@ def prepare(
         "",
         # The same validated request as Keyplane's; the handler answers without looking.
         {
-            "verify: valid": (
-                _verifies(seeded.valid, "", "", seeded.verifier)["verify: valid"][0],
+            VERIFY: (
+                _verifies(seeded.valid, "", "", verifier)[VERIFY][0],
                 Expect(200),
             )
         },
@@ -331,7 +333,7 @@ def prepare(
             {"BENCH_DATABASE_URL": keyplane.env["KEYPLANE_DATABASE_URL"], "BENCH_SECRET": SECRET},
             "",
             # Keyplane's valid key, looked up in Keyplane's database and found.
-            {"verify: valid": _verifies(seeded.valid, "", "", seeded.verifier)["verify: valid"]},
+            {VERIFY: _verifies(seeded.valid, "", "", verifier)[VERIFY]},
         )
     )
     return contenders
@@ -382,7 +384,7 @@ def _baseline(databases: Databases, keys: int, folder: Path, revision: str) -> C
         [str(BIN / "keyplane"), "serve", "--workers", "2", "--port", "{port}"],
         env,
         "/healthz",
-        {"verify: valid": _verifies(valid, "", "")["verify: valid"]},
+        {VERIFY: _verifies(valid, "", "")[VERIFY]},
     )
 
 

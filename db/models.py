@@ -337,6 +337,24 @@ class RateLimitWindow(Base):
     ends_at_ms: Mapped[int] = mapped_column(index=True)
 
 
+class UsageCount(Base):
+    """Verifies counted in one hour (``db.usage``), by key (0: none was found), its
+    ``external_id`` ("": none), the code, and ``tag``: "" for every verify, else one of
+    the tags a verify carried (a verify with tags counts once in "" and once in each)."""
+
+    __tablename__ = "usage_counts"
+
+    # No foreign keys: a batch of counts never fails on a row that is gone (an account
+    # or key deleted meanwhile); retention drops such rows with the rest.
+    account_id: Mapped[int] = mapped_column(primary_key=True)
+    hour: Mapped[int] = mapped_column(primary_key=True, index=True)  # since the epoch, UTC
+    key_id: Mapped[int] = mapped_column(primary_key=True)
+    external_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    code: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(64), primary_key=True)
+    count: Mapped[int]
+
+
 class RateLimitOverride(Base):
     """A standalone limit's own limit for one identifier (``POST /v1/ratelimit``)."""
 

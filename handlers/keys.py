@@ -36,11 +36,11 @@ async def verify(body: dict[str, Any]) -> dict[str, Any]:
     if crypto.is_well_formed_api_key(full_key):
         digests = current.secrets.api_key_digests(full_key)
     token_info = context.get("token_info") or {}
-    scopes = [body.get("account_id")]
+    verifier_account: int | None = None
     if "verifier" not in token_info:  # KEYPLANE_VERIFY_OPEN, and none given
         found = await current.lookups.key(digests) if digests else None
     else:
-        account_id, found = await db.access.verifying(
+        verifier_account, found = await db.access.verifying(
             current.lookups,
             current.usage,
             current.secrets,
@@ -49,10 +49,12 @@ async def verify(body: dict[str, Any]) -> dict[str, Any]:
             digests=digests,
             now=now,
         )
-        note(account_id=account_id)
-        scopes.append(account_id)
+        note(account_id=verifier_account)
+    scopes = (body.get("account_id"), verifier_account)
     if found is not None and any(s is not None and s != found.account_id for s in scopes):
         found = None  # another account's key: told exactly like a key that does not exist
+    # Counted for the key's account, else the verifier's (an open verify: found keys only).
+    counted_in = found.account_id if found is not None else verifier_account
     code = judge(found, body.get("permissions") or (), now)
     limits: dict[str, Any] = {"ratelimits": [], "credits_remaining": NO_CREDITS}
     if code is Code.VALID and found is not None:
@@ -63,6 +65,8 @@ async def verify(body: dict[str, Any]) -> dict[str, Any]:
             code = Code(outcome.refused) if outcome.refused else code
             limits = _limits_told(outcome, now)
     VERIFICATIONS.labels(code.value).inc()
+    if counted_in is not None:
+        current.usage.count(counted_in, found, code.value, body.get("tags") or (), now)
     if found is not None and code in USED:
         current.usage.note(found, digests[0], now)  # the flusher writes it, off this request
     if code is not Code.VALID or found is None:

@@ -159,7 +159,11 @@ class Service:
             windows=windows,
         )
         flusher = Flusher(
-            runtime.usage, sessions, settings.last_used_resolution_seconds, runtime.windows
+            runtime.usage,
+            sessions,
+            settings.last_used_resolution_seconds,
+            runtime.windows,
+            retention=timedelta(days=settings.usage_retention_days),
         )
         return cls(settings, engine, sessions, runtime, flusher)
 

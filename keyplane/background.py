@@ -1,12 +1,13 @@
-"""Work each worker process does off the request path: writing the notes of key use,
-and dropping rate-limit windows that have ended (when they live in the database)."""
+"""Work each worker process does off the request path: writing the notes of key use
+and the counts of verifies, dropping rate-limit windows that have ended (when they
+live in the database) and counts older than their retention."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -23,14 +24,23 @@ PURGE_EVERY_SECONDS = 60.0
 
 
 class Flusher:
-    """Writes the worker's notes of key use every ``interval`` s, and at shutdown; once
-    a minute, drops the database's rate-limit windows that have ended."""
+    """Writes the worker's notes of key use and counts of verifies every ``interval`` s,
+    and at shutdown; once a minute, drops the database's rate-limit windows that have
+    ended and the counts older than ``retention``."""
 
-    def __init__(self, usage: Usage, sessions: Sessions, interval: float, windows: Windows) -> None:
+    def __init__(
+        self,
+        usage: Usage,
+        sessions: Sessions,
+        interval: float,
+        windows: Windows,
+        retention: timedelta = timedelta(days=90),
+    ) -> None:
         self.usage = usage
         self.sessions = sessions
         self.interval = interval
         self.windows = windows
+        self.retention = retention
         self._purged = time.monotonic()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -62,14 +72,15 @@ class Flusher:
             logger.exception("key use not written: unexpected error; will retry")
             self.usage.give_back(notes)
 
-    def purge(self) -> None:
-        if not self.windows.in_database:
-            return
+    def purge(self, now: datetime | None = None) -> None:
+        now = now or datetime.now(UTC)
         try:
             with self.sessions.writing() as session, session.begin():
-                db.limits.purge_windows(session, datetime.now(UTC))
+                if self.windows.in_database:
+                    db.limits.purge_windows(session, now)
+                db.usage.forget_before(session, now, self.retention)
         except SQLAlchemyError as error:
-            logger.warning("ended rate-limit windows not dropped yet (%s)", type(error).__name__)
+            logger.warning("old windows and counts not dropped yet (%s)", type(error).__name__)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):

@@ -34,12 +34,13 @@ import db.api_keys
 import db.audit
 import db.engine
 import db.migrate
+import db.usage
 import db.users
 from db import crypto
 from db.engine import make_engine
 from db.errors import KeyplaneError, NotFound
 from db.models import Account, ApiKey, Role, User
-from db.timefmt import rfc3339
+from db.timefmt import parse_rfc3339, rfc3339
 from keyplane.settings import Settings, SettingsError
 
 # Applied by uvicorn in every worker: request lines (JSON) on stdout, the rest on stderr.
@@ -276,6 +277,73 @@ def revoke_key(operator: Operator, key_id: int, as_json: bool) -> None:
         key = db.api_keys.revoke(session, db.api_keys.Caller.operator(), key_id, _now())
     line = _key_line(key)
     _emit(as_json, line, "revoked " + _key_text(line))
+
+
+@main.command()
+@ACCOUNT_OPTION
+@click.option("--key", "key_id", type=int, metavar="ID", help="One key's verifies only.")
+@click.option("--external-id", metavar="ID", help="One customer's keys only.")
+@click.option("--tag", metavar="KEY=VALUE", help="Verifies that carried this tag only.")
+@click.option("--from", "start", metavar="TIME", help="RFC 3339; default 24 h (30 days) ago.")
+@click.option("--to", "end", metavar="TIME", help="RFC 3339; default the current bucket's end.")
+@click.option(
+    "--granularity", type=click.Choice(["hour", "day"]), default="hour", show_default=True
+)
+@click.option(
+    "--by",
+    "group_by",
+    default="code",
+    show_default=True,
+    metavar="DIMENSIONS",
+    help="Comma-separated, of key_id, external_id, code, tag.",
+)
+@JSON_OPTION
+@operator_command()
+def usage(
+    operator: Operator,
+    account_id: int,
+    key_id: int | None,
+    external_id: str | None,
+    tag: str | None,
+    start: str | None,
+    end: str | None,
+    granularity: str,
+    group_by: str,
+    as_json: bool,
+) -> None:
+    """An account's verifies, counted by hour or day (as GET /v1/usage counts them)."""
+    dimensions = tuple(dict.fromkeys(group_by.split(",")))
+    if not set(dimensions) <= set(db.usage.DIMENSIONS):
+        raise BadSetup(f"--by takes {', '.join(db.usage.DIMENSIONS)}")
+    until = _moment(end, "--to") or db.usage.end_of_bucket(_now(), granularity)
+    since = _moment(start, "--from") or until - db.usage.DEFAULT_SPAN[granularity]
+    if since >= until:
+        raise BadSetup("--from must be before --to")
+    question = db.usage.Question(
+        since, until, granularity, dimensions, key_id, external_id, tag, limit=100_000
+    )
+    with operator.session() as session:
+        operator.account(session, account_id)
+        buckets, _ = db.usage.report(session, account_id, question)
+    columns = ["time", *dimensions, "count"]
+    rows = [{c: getattr(b, c) for c in columns} | {"time": rfc3339(b.time)} for b in buckets]
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row))
+        return
+    table = [columns] + [["-" if row[c] is None else str(row[c]) for c in columns] for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+    for line in table:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)))
+    if not rows:
+        click.echo("(no verifies counted)")
+
+
+def _moment(value: str | None, option: str) -> datetime | None:
+    try:
+        return parse_rfc3339(value, [option])
+    except KeyplaneError as error:
+        raise BadSetup(f"{option}: {error}") from None
 
 
 @main.group()

@@ -69,6 +69,8 @@ class Settings:
     redis_timeout_seconds: float = 0.5
     # Verify without a credential, as before verifiers: for a trusted network only.
     verify_open: bool = False
+    # Verify counts (GET /v1/usage) are kept this long, then dropped by the server.
+    usage_retention_days: int = 90
 
     @classmethod
     def from_env(
@@ -104,6 +106,7 @@ class Settings:
             redis_url=env.get("KEYPLANE_REDIS_URL") or None,
             redis_timeout_seconds=_float(env, "KEYPLANE_REDIS_TIMEOUT_SECONDS", 0.5),
             verify_open=env.get("KEYPLANE_VERIFY_OPEN", "") in {"1", "true"},
+            usage_retention_days=_int(env, "KEYPLANE_USAGE_RETENTION_DAYS", 90),
         )
         settings.check(with_secret=with_secret)
         return settings
@@ -148,6 +151,8 @@ class Settings:
             ("redis://", "rediss://", "unix://")
         ):
             raise SettingsError("KEYPLANE_REDIS_URL must be a redis://, rediss:// or unix:// URL")
+        if not 1 <= self.usage_retention_days <= 3660:
+            raise SettingsError("KEYPLANE_USAGE_RETENTION_DAYS must be between 1 and 3660")
         if self.db_pool_size < 1 or self.db_max_overflow < 0:
             raise SettingsError(
                 "KEYPLANE_DB_POOL_SIZE must be at least 1, KEYPLANE_DB_MAX_OVERFLOW at least 0"

@@ -5,6 +5,7 @@ operation it is measured on correctly, on this run's database.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -30,3 +31,28 @@ def test_every_contender_answers_every_operation_correctly(db_kind):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "every contender answered every operation correctly" in result.stdout
+
+
+def test_the_usage_chart_is_drawn_from_what_get_usage_answers(tmp_path, db_kind):
+    """``python -m bench.usage_chart``: the docs' chart, from a served Keyplane's counts."""
+    if db_kind != "sqlite":
+        pytest.skip("the chart's Keyplane serves SQLite, whichever half runs")
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.usage_chart", "--out", str(tmp_path)],
+        cwd=REPOSITORY,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    totals = json.loads(result.stdout.splitlines()[-1])
+    assert totals == {
+        "VALID": 230,
+        "INSUFFICIENT_PERMISSIONS": 20,
+        "USAGE_EXCEEDED": 30,
+        "REVOKED": 15,
+    }
+    report = json.loads((tmp_path / "usage.json").read_text())
+    assert report["group_by"] == ["external_id", "code"]
+    assert (tmp_path / "usage.png").read_bytes().startswith(b"\x89PNG")

@@ -427,3 +427,41 @@ def test_serve_removes_its_metrics_folder_when_it_stops(fresh_database_url, tmp_
         made = list(tmp_path.glob("keyplane-metrics-*"))
         assert len(made) == 1
     assert not made[0].exists()
+
+
+def test_usage_prints_what_the_workers_counted_and_wrote_at_a_clean_shutdown(
+    fresh_database_url,
+):
+    _keyplane(fresh_database_url, "create-account", "acme", "--admin", "alice")
+    # Counts are written only at shutdown here: the flusher's period is an hour.
+    env = keyplane_env(
+        fresh_database_url,
+        KEYPLANE_SECRET_KEY=TEST_SECRET,
+        KEYPLANE_LAST_USED_RESOLUTION_SECONDS="3600",
+    )
+    with serving(env, workers=2) as (base, _):
+        wait_until_up(base)
+        form = {"grant_type": "password", "username": "alice", "password": "alice-password-1"}
+        token = httpx.post(f"{base}/v1/auth/token", data=form).json()["access_token"]
+        auth = {"Authorization": f"Bearer {token}"}
+        full_key = httpx.post(f"{base}/v1/api-keys", json={}, headers=auth).json()["full_key"]
+        with httpx.Client(headers=auth | {"Connection": "close"}) as client:  # both workers
+            for i in range(10):
+                tags = ["endpoint=/orders"] if i % 2 else []
+                body = {"key": full_key, "tags": tags}
+                assert client.post(f"{base}/v1/keys/verify", json=body).json()["valid"]
+            for _ in range(3):
+                client.post(f"{base}/v1/keys/verify", json={"key": "kp_nothing"})
+    counted = _keyplane(fresh_database_url, "usage", "--account", "1", "--json")
+    assert counted.returncode == 0, counted.stderr
+    rows = [json.loads(line) for line in counted.stdout.splitlines()]
+    assert {row["code"]: row["count"] for row in rows} == {"VALID": 10, "NOT_FOUND": 3}
+    by_tag = _keyplane(fresh_database_url, "usage", "--account", "1", "--by", "tag", "--json")
+    assert [(r["tag"], r["count"]) for r in map(json.loads, by_tag.stdout.splitlines())] == [
+        ("endpoint=/orders", 5)
+    ]
+    table = _keyplane(fresh_database_url, "usage", "--account", "1", "--by", "key_id,code")
+    assert table.stdout.splitlines()[0].split() == ["time", "key_id", "code", "count"]
+    assert table.stdout.splitlines()[1].split()[1:] == ["-", "NOT_FOUND", "3"]
+    wrong = _keyplane(fresh_database_url, "usage", "--account", "1", "--by", "password")
+    assert (wrong.returncode, wrong.stderr.count("\n")) == (2, 1)

@@ -363,3 +363,50 @@ class TestMixedTrafficSoak:
         assert set(tally.statuses) <= {200, 201}, str(tally)
         assert health.statuses.keys() == {200} and not health.errors, str(health)
         assert health.slowest < 1.0, str(health)
+
+
+class TestUsageCounts:
+    def test_every_verify_of_64_clients_on_2_workers_is_counted_once(self, fresh_database_url):
+        """By code and by tag, exactly, once the workers' flush interval has passed."""
+        with live_server(fresh_database_url) as live:
+            held = live.create_key(permissions=[CATALOG[0]])
+            tags = ["endpoint=/a", "endpoint=/b", "region=eu"]
+            kinds = [  # (body, code)
+                ({"key": held["full_key"]}, "VALID"),
+                (
+                    {"key": held["full_key"], "permissions": [CATALOG[1]]},
+                    "INSUFFICIENT_PERMISSIONS",
+                ),
+                ({"key": "kp_" + "x" * 36}, "NOT_FOUND"),
+            ]
+            sent = 960
+            bodies = [kinds[i % 3][0] | {"tags": [tags[i % 4 % 3]]} for i in range(sent)]
+
+            async def send() -> list[Answer]:
+                async with live.async_client(64) as client:  # 64 connections, all busy
+                    return await asyncio.gather(
+                        *(
+                            client.post("/v1/keys/verify", json=body, headers=live.verifier)
+                            for body in bodies
+                        )
+                    )
+
+            answers = run(send())
+            assert [a.status_code for a in answers] == [200] * sent
+            expected_codes = {code: sent // 3 for _, code in kinds}
+            expected_tags: dict[str, int] = {}
+            for i in range(sent):
+                expected_tags[tags[i % 4 % 3]] = expected_tags.get(tags[i % 4 % 3], 0) + 1
+            deadline = time.monotonic() + 20  # the flush interval is 5 s
+            while True:
+                with live.client() as client:
+                    by_code = client.get("/v1/usage", headers=live.auth).json()["items"]
+                    by_tag = client.get(
+                        "/v1/usage", params={"group_by": "tag"}, headers=live.auth
+                    ).json()["items"]
+                codes = {i["code"]: i["count"] for i in by_code}
+                if codes == expected_codes or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+            assert codes == expected_codes
+            assert {i["tag"]: i["count"] for i in by_tag} == expected_tags

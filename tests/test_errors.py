@@ -59,6 +59,8 @@ def _request_for(operation_id: str, key_id: int, full_key: str) -> tuple[str, st
         "api_keys.rotate": ("POST", f"/v1/api-keys/{key_id}/rotate", {"json": {}}),
         "keys.verify": ("POST", "/v1/keys/verify", {"json": {"key": full_key}}),
         "audit_events.list": ("GET", "/v1/audit-events", {}),
+        "usage.list": ("GET", "/v1/usage", {}),
+        "usage.of_key": ("GET", f"/v1/api-keys/{key_id}/usage", {}),
         "api_keys.credits": (
             "POST",
             f"/v1/api-keys/{key_id}/credits",

@@ -1,9 +1,14 @@
-"""``POST /v1/keys/verify``: check a key with the library's ``APIKey.objects.get_from_key``."""
+"""``POST /v1/keys/verify``: check a key with the library's ``APIKey.objects.get_from_key``.
+
+The caller, the verifying service, is itself checked as the library's docs teach:
+``HasAPIKey``, with its own key in ``Authorization: Api-Key ...``.
+"""
 
 from rest_framework import serializers
-from rest_framework.decorators import api_view
+from rest_framework.decorators import api_view, permission_classes
 from rest_framework.response import Response
 from rest_framework_api_key.models import APIKey
+from rest_framework_api_key.permissions import HasAPIKey
 
 
 class VerifySerializer(serializers.Serializer):
@@ -20,6 +25,7 @@ def refusal(code: str) -> Response:
 
 
 @api_view(["POST"])
+@permission_classes([HasAPIKey])
 def verify_key(request):
     serializer = VerifySerializer(data=request.data)
     serializer.is_valid(raise_exception=True)

@@ -158,7 +158,11 @@ app = FastAPI()
 
 
 @app.post("/v1/keys/verify", response_model=VerifyResponse)
-def verify_key(body: VerifyRequest, db: Annotated[Session, Depends(get_db)]):
+def verify_key(
+    body: VerifyRequest,
+    caller: Annotated[User, Depends(get_current_user)],  # the verifying service, signed in
+    db: Annotated[Session, Depends(get_db)],
+):
     api_key = db.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(body.key)))
     if api_key is None:
         return VerifyResponse(valid=False, code="NOT_FOUND")
