@@ -151,6 +151,14 @@ MAX_SPAN = {"hour": timedelta(days=31), "day": timedelta(days=400)}
 DEFAULT_SPAN = {"hour": timedelta(hours=24), "day": timedelta(days=30)}
 
 
+def before(moment: datetime, span: timedelta) -> datetime:
+    """``moment - span``, or the earliest time there is."""
+    try:
+        return moment - span
+    except OverflowError:
+        return datetime.min.replace(tzinfo=UTC)
+
+
 def end_of_bucket(now: datetime, granularity: str) -> datetime:
     """When the bucket ``now`` falls in ends: the default end of a question."""
     seconds = HOUR_SECONDS * GRANULARITY_HOURS[granularity]
@@ -185,8 +193,11 @@ class Bucket:
 
 
 def report(session: Session, account_id: int, question: Question) -> tuple[list[Bucket], bool]:
-    """The counted buckets, oldest first, and whether there were more than ``limit``."""
+    """The counted buckets, oldest first, and whether there were more than ``limit``
+    (none when ``start`` is not before ``end``)."""
     q = question
+    if q.start >= q.end:
+        return [], False
     unit = GRANULARITY_HOURS[q.granularity]
     first = hour_of(q.start) // unit * unit
     after = -(-int(q.end.timestamp()) // (HOUR_SECONDS * unit)) * unit  # buckets before end

@@ -15,7 +15,6 @@ import db.api_keys
 import db.session
 import db.usage
 from db.access import Actor
-from db.errors import InvalidInput
 from db.timefmt import parse_rfc3339, rfc3339
 from handlers.context import current_actor, runtime
 
@@ -36,12 +35,9 @@ def of_key(item_id: int, **query: Any) -> dict[str, Any]:
 def _answer(actor: Actor, query: dict[str, Any], key_id: int | None) -> dict[str, Any]:
     granularity = query.get("granularity", "hour")
     end = _time(query, "to") or db.usage.end_of_bucket(runtime().now(), granularity)
-    start = _time(query, "from") or end - db.usage.DEFAULT_SPAN[granularity]
-    if start >= end:
-        raise InvalidInput("from must be before to", ["query", "from"])
-    if end - start > db.usage.MAX_SPAN[granularity]:
-        days = db.usage.MAX_SPAN[granularity].days
-        raise InvalidInput(f"At most {days} days at a time by {granularity}", ["query", "from"])
+    asked = _time(query, "from") or db.usage.before(end, db.usage.DEFAULT_SPAN[granularity])
+    # A longer question is cut to its last MAX_SPAN (the answer's ``from`` says where).
+    start = max(asked, db.usage.before(end, db.usage.MAX_SPAN[granularity]))
     group_by = tuple(dict.fromkeys(query.get("group_by", "code").split(",")))
     question = db.usage.Question(
         start=start,
