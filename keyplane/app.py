@@ -67,6 +67,7 @@ from keyplane.guards import DocsPages, Guards
 from keyplane.middleware import RequestScope
 from keyplane.problems import CONSOLE_PREFIX, Problems, error_response, timed_out
 from keyplane.requestlog import RequestLog
+from keyplane.security import SECURITY_MAP
 from keyplane.settings import Settings
 from keyplane.transactions import UnitOfWorkResolver
 from keyplane.validation import JsonFirst, Validation
@@ -268,7 +269,12 @@ def create_data_app(settings: Settings | None = None) -> Keyplane:
 def _control_plane(service: Service, contract: Contract) -> ASGIApp:
     # JSON as the data plane writes it: compact, in the handler's order. Connexion's
     # Flask default indents it, which takes Python's slow, pure-Python encoder.
-    app = FlaskApp(__name__, jsonifier=Jsonifier(json), middlewares=_middlewares(swagger_ui=True))
+    app = FlaskApp(
+        __name__,
+        jsonifier=Jsonifier(json),
+        middlewares=_middlewares(swagger_ui=True),
+        security_map=SECURITY_MAP,
+    )
     app._middleware_app.api_cls = _PlainPathFlaskApi
     # Exceptions from handlers reach Connexion's error handlers (one place shapes them)
     # instead of Flask's generic 500 page.
@@ -295,7 +301,7 @@ def _data_plane(service: Service, contract: Contract, *, alone: bool) -> ASGIApp
     # Beside the control plane, which serves the spec and the UI, the data plane gets
     # only its own paths: Connexion's Swagger UI middleware would only match each
     # request against its routes first. Alone, it serves its spec (``/openapi.json``).
-    app = AsyncApp(__name__, middlewares=_middlewares(swagger_ui=alone))
+    app = AsyncApp(__name__, middlewares=_middlewares(swagger_ui=alone), security_map=SECURITY_MAP)
     app._middleware_app.api_cls = _AsyncApi
     app.add_api(
         contract.data_plane(),
