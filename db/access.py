@@ -225,10 +225,23 @@ async def verifying(
         return verifier.account_id, found
     user = _principal(lookups, usage, secrets, credential, now)
     if digests:
-        principal, found = await asyncio.gather(user, lookups.key(digests))
+        # Both to the end, so that a failure of either is the one raised, never left behind.
+        principal, found = _first_failure(
+            *await asyncio.gather(user, lookups.key(digests), return_exceptions=True)
+        )
     else:
         principal, found = await user, None
     actor = resolve_actor(principal, account_header)
     if not actor.is_admin:
         raise Forbidden(CANNOT_VERIFY)
     return actor.account_id, found
+
+
+def _first_failure(
+    principal: Principal | BaseException, found: Found | BaseException | None
+) -> tuple[Principal, Found | None]:
+    for outcome in (principal, found):
+        if isinstance(outcome, BaseException):
+            raise outcome
+    assert isinstance(principal, Principal) and not isinstance(found, BaseException)
+    return principal, found

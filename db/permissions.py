@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import exists, select
+from sqlalchemy import ColumnElement, exists, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -38,6 +38,11 @@ def is_reserved(permission_id: str) -> bool:
     return permission_id.startswith(RESERVED)
 
 
+def _customers() -> ColumnElement[bool]:
+    """Not Keyplane's own: compared exactly (SQLite's LIKE would ignore case)."""
+    return func.substr(Permission.id, 1, len(RESERVED)) != RESERVED
+
+
 def seed_default(session: Session, account_id: int) -> None:
     session.add_all(
         Permission(account_id=account_id, id=permission_id, description=description)
@@ -51,7 +56,7 @@ def catalog(session: Session, account_id: int) -> list[Permission]:
     return list(
         session.scalars(
             select(Permission)
-            .where(Permission.account_id == account_id, ~Permission.id.startswith(RESERVED))
+            .where(Permission.account_id == account_id, _customers())
             .order_by(Permission.id)
         )
     )

@@ -13,12 +13,15 @@ import json
 from datetime import datetime
 from typing import Any
 
+import connexion
 from connexion.context import context
 from prometheus_client import Counter
 
 import db.access
 import db.limits
 from db import crypto
+from db.authority import INVALID_CREDENTIALS
+from db.errors import Unauthorized
 from db.lookups import Code, Found, judge
 from db.timefmt import rfc3339
 from handlers.context import note, runtime
@@ -37,7 +40,9 @@ async def verify(body: dict[str, Any]) -> dict[str, Any]:
         digests = current.secrets.api_key_digests(full_key)
     token_info = context.get("token_info") or {}
     verifier_account: int | None = None
-    if "verifier" not in token_info:  # KEYPLANE_VERIFY_OPEN, and none given
+    if "verifier" not in token_info:  # KEYPLANE_VERIFY_OPEN, and no Bearer credential
+        if "authorization" in connexion.request.headers:  # another scheme: not one that works
+            raise Unauthorized(INVALID_CREDENTIALS)
         found = await current.lookups.key(digests) if digests else None
     else:
         verifier_account, found = await db.access.verifying(

@@ -316,7 +316,7 @@ def usage(
     if not set(dimensions) <= set(db.usage.DIMENSIONS):
         raise BadSetup(f"--by takes {', '.join(db.usage.DIMENSIONS)}")
     until = _moment(end, "--to") or db.usage.end_of_bucket(_now(), granularity)
-    since = _moment(start, "--from") or until - db.usage.DEFAULT_SPAN[granularity]
+    since = _moment(start, "--from") or db.usage.before(until, db.usage.DEFAULT_SPAN[granularity])
     if since >= until:
         raise BadSetup("--from must be before --to")
     question = db.usage.Question(

@@ -465,3 +465,5 @@ def test_usage_prints_what_the_workers_counted_and_wrote_at_a_clean_shutdown(
     assert table.stdout.splitlines()[1].split()[1:] == ["-", "NOT_FOUND", "3"]
     wrong = _keyplane(fresh_database_url, "usage", "--account", "1", "--by", "password")
     assert (wrong.returncode, wrong.stderr.count("\n")) == (2, 1)
+    early = _keyplane(fresh_database_url, "usage", "--account", "1", "--to", "0001-01-01T01:00:00Z")
+    assert (early.returncode, early.stdout.splitlines()[-1]) == (0, "(no verifies counted)")

@@ -54,23 +54,26 @@ def test_0002_gives_existing_accounts_the_default_catalog(fresh_database_url):
     fresh.dispose()
 
 
-def test_0010_gives_existing_accounts_the_right_to_verify_and_keeps_their_own(
+def test_0010_gives_every_account_the_right_to_verify_and_no_key_holds_it_by_accident(
     fresh_database_url,
 ):
     fresh = make_engine(fresh_database_url)
     db.migrate.upgrade(fresh, "0009")
     with fresh.begin() as connection:
-        for name in ("old", "named"):
-            connection.execute(
-                text("INSERT INTO accounts (name, created_at) VALUES (:n, CURRENT_TIMESTAMP)"),
-                {"n": name},
-            )
-        connection.execute(
-            text(
-                "INSERT INTO permissions (account_id, id, description, created_at) "
-                "VALUES (2, 'keyplane.verify', 'mine', CURRENT_TIMESTAMP)"
-            )
-        )
+        for statement in (
+            "INSERT INTO accounts (name, created_at) VALUES ('old', CURRENT_TIMESTAMP)",
+            "INSERT INTO accounts (name, created_at) VALUES ('named', CURRENT_TIMESTAMP)",
+            "INSERT INTO users (username, username_key, password_hash, is_active, "
+            "token_generation, created_at) VALUES ('m', 'm', 'x', true, 0, CURRENT_TIMESTAMP)",
+            "INSERT INTO permissions (account_id, id, description, created_at) "
+            "VALUES (2, 'keyplane.verify', 'mine', CURRENT_TIMESTAMP)",
+            "INSERT INTO api_keys (account_id, user_id, key_prefix, key_digest, enabled, "
+            "created_at, updated_at) VALUES (2, 1, 'kp_x', 'd', true, CURRENT_TIMESTAMP, "
+            "CURRENT_TIMESTAMP)",
+            "INSERT INTO api_key_permissions (api_key_id, permission_id, account_id) "
+            "VALUES (1, 'keyplane.verify', 2)",
+        ):
+            connection.execute(text(statement))
     db.migrate.upgrade(fresh)
     with fresh.connect() as connection:
         rows = connection.execute(
@@ -81,8 +84,10 @@ def test_0010_gives_existing_accounts_the_right_to_verify_and_keeps_their_own(
         )
         assert [tuple(row) for row in rows] == [
             (1, db.permissions.VERIFY_DESCRIPTION),
-            (2, "mine"),
+            (2, db.permissions.VERIFY_DESCRIPTION),
         ]
+        held = connection.execute(text("SELECT count(*) FROM api_key_permissions")).scalar()
+        assert held == 0  # a member-made grant of a customer permission is no right to verify
     fresh.dispose()
 
 

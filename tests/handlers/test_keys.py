@@ -460,6 +460,8 @@ class TestOpenVerify:
         _, plain = factory.api_key(admin, acme)
         for headers, status in (
             ({"Authorization": "Bearer not-a-token"}, 401),
+            ({"Authorization": "Basic dXNlcjpwYXNz"}, 401),
+            ({"Authorization": f"Token {plain}"}, 401),
             ({"Authorization": f"Bearer {plain}"}, 403),
         ):
             answer = open_client.post("/v1/keys/verify", json={"key": key[1]}, headers=headers)

@@ -125,3 +125,13 @@ class TestDelete:
         response = client.delete("/v1/permissions/9lives", headers=factory.auth(admin))
         assert response.status_code == 422
         assert response.json()["detail"][0]["loc"] == ["path", "permission_id"]
+
+
+def test_a_permission_named_like_keyplanes_own_in_another_case_is_the_customers(
+    client, factory, admin
+):
+    headers = factory.auth(admin)
+    made = client.post("/v1/permissions", json={"id": "Keyplane.read"}, headers=headers)
+    assert made.status_code == 201
+    listed = client.get("/v1/permissions", headers=headers).json()["items"]
+    assert "Keyplane.read" in [p["id"] for p in listed]  # on SQLite too: compared exactly

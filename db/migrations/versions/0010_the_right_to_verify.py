@@ -2,6 +2,8 @@
 
 Verify now asks for a credential: an admin's token, or an API key of the account that
 holds ``keyplane.verify``. Admins grant it to keys; members cannot (``db.policies``).
+An account that had made a permission of that name for its customers gets Keyplane's
+in its place: what its keys held was no right to verify, so they hold it no more.
 
 Revision ID: 0010
 Revises: 0009
@@ -35,8 +37,9 @@ def upgrade() -> None:
         sa.column("description", sa.String),
         sa.column("created_at", sa.DateTime(timezone=True)),
     )
-    # An account that already named a permission keyplane.verify keeps its entry.
-    taken = sa.select(permissions.c.account_id).where(permissions.c.id == VERIFY)
+    links = sa.table("api_key_permissions", sa.column("permission_id", sa.String))
+    op.execute(links.delete().where(links.c.permission_id == VERIFY))
+    op.execute(permissions.delete().where(permissions.c.id == VERIFY))
     op.execute(
         permissions.insert().from_select(
             ["account_id", "id", "description", "created_at"],
@@ -45,7 +48,7 @@ def upgrade() -> None:
                 sa.literal(VERIFY),
                 sa.literal(DESCRIPTION),
                 sa.func.current_timestamp(),
-            ).where(accounts.c.id.not_in(taken)),
+            ),
         )
     )
 
