@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 import db.api_keys
 import db.authority
+import db.webhooks
 from db import audit, permissions, users
 from db.audit import Actor
 from db.errors import Conflict, NotFound
@@ -122,6 +123,10 @@ def remove_member(
     disabled = db.api_keys.disable_owned(session, account_id, user_id, now, DisabledBy.REMOVAL)
     removed = {"role": membership.role.value, "keys_disabled": disabled}
     audit.record(session, account_id, actor, "user.removed", ("user", user_id), now, removed)
+    user = {"id": user_id, "account_id": account_id} | removed
+    db.webhooks.emit(
+        session, account_id, "user.removed", {"object": user}, about=f"user:{user_id}", now=now
+    )
     return disabled
 
 

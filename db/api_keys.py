@@ -33,11 +33,13 @@ import db.permissions
 import db.policies
 import db.session
 import db.users
+import db.webhooks
 from db import crypto
 from db.errors import Conflict, Forbidden, NotFound
 from db.meta import check_meta
 from db.models import ApiKey, ApiKeyPermission, DisabledBy, KeyStatus, key_status_clause
 from db.pages import Page, newest_first
+from db.timefmt import rfc3339
 
 NOT_FOUND_MESSAGE = "API key not found"
 _CANNOT_ROTATE = {
@@ -65,6 +67,8 @@ _ONLY_AN_ADMIN_TURNS_ON = {
     DisabledBy.REMOVAL: "This key was switched off when its owner left the account:"
     " only an admin can switch it on",
     DisabledBy.DEACTIVATION: "This key was switched off when its owner was deactivated:"
+    " only an admin can switch it on",
+    DisabledBy.LEAK: "This key was switched off when it was reported leaked:"
     " only an admin can switch it on",
 }
 
@@ -112,6 +116,11 @@ class Caller:
     def operator(cls) -> Caller:
         """The command line, for incidents: every key of every account."""
         return cls(Scope.everything(), db.audit.OPERATOR, is_admin=True)
+
+    @classmethod
+    def scanner(cls) -> Caller:
+        """A leak report (``db.leaks``): any key it names, in any account."""
+        return cls(Scope.everything(), db.audit.SCANNER, is_admin=True)
 
 
 @dataclass(frozen=True)
@@ -321,6 +330,8 @@ def _update(
     after = _snapshot(key, changing)
     diff = {f: {"from": before[f], "to": after[f]} for f in sorted(changing, key=EDITABLE.index)}
     _audit(session, key, caller.actor, "key.updated", now, diff)
+    if "enabled" in changing and not key.enabled:
+        tell(session, key, "key.disabled", now)
     return key
 
 
@@ -349,6 +360,20 @@ def _switch(session: Session, key: ApiKey, on: bool, caller: Caller) -> None:
         raise Conflict(OWNER_GONE)
     key.enabled = True
     key.disabled_by = None
+
+
+def switch_off(
+    session: Session, caller: Caller, key: ApiKey, reason: DisabledBy, now: datetime
+) -> None:
+    """Switch off a locked key for ``reason`` (a key already off is now off for it too,
+    so that its owner cannot switch it on); audited as an update when it was on."""
+    was_on = key.enabled
+    key.enabled, key.disabled_by, key.updated_at = False, reason, now
+    session.flush()
+    if was_on:
+        changed = {"enabled": {"from": True, "to": False}}
+        _audit(session, key, caller.actor, "key.updated", now, changed)
+        tell(session, key, "key.disabled", now)
 
 
 def _within_policy(policy: db.policies.Policy, key: ApiKey, now: datetime) -> None:
@@ -457,13 +482,22 @@ def disable_owned(
         .values(enabled=False, disabled_by=reason, updated_at=now)
         .returning(ApiKey.id)
     )
-    count = len(switched.all())
+    ids = switched.all()
     session.execute(
         update_statement(ApiKey)
         .where(_owned(account_id, user_id), ApiKey.disabled_by == DisabledBy.OWNER)
         .values(disabled_by=reason)
     )
-    return count
+    if ids:
+        keys = session.scalars(
+            select(ApiKey)
+            .where(ApiKey.id.in_(ids))
+            .order_by(ApiKey.id)
+            .execution_options(populate_existing=True)
+        )
+        for key in keys:
+            tell(session, key, "key.disabled", now)
+    return len(ids)
 
 
 def _owned(account_id: int | None, user_id: int) -> ColumnElement[bool]:
@@ -495,6 +529,41 @@ def _stored_credits(key: ApiKey) -> dict[str, Any] | None:
     return db.limits.Credits(key.credits_remaining, refill).to_api()
 
 
+def shown_brief(key: ApiKey, now: datetime, *, full_key: str | None = None) -> dict[str, Any]:
+    """``APIKeyRecordRead``, exactly the fields the v1 contract documents."""
+    return {
+        "id": key.id,
+        "key_prefix": key.key_prefix,
+        "user_id": key.user_id,
+        "status": key.status_at(now).value,
+        "created_at": rfc3339(key.created_at),
+        "expires_at": rfc3339(key.expires_at),
+        "description": key.description,
+        "full_key": full_key,
+    }
+
+
+def shown(key: ApiKey, now: datetime, *, full_key: str | None = None) -> dict[str, Any]:
+    """``APIKeyRecord``, as the v1 API and webhook events show a key: the seed's fields,
+    the permissions, the last use, and the customer's own fields."""
+    return shown_brief(key, now, full_key=full_key) | {
+        "permissions": key.permissions,
+        "last_used_at": rfc3339(key.last_used_at),
+        "external_id": key.external_id,
+        "meta": key.meta,
+        "enabled": key.enabled,
+        "disabled_by": None if key.disabled_by is None else key.disabled_by.value,
+        "credits": shown_credits(key, now),
+        "ratelimits": [limit.to_api() for limit in key.ratelimit_rows],
+    }
+
+
+def shown_credits(key: ApiKey, now: datetime) -> dict[str, Any] | None:
+    """The credits as they stand at ``now`` (a refill due counts)."""
+    held = db.limits.credits_of(key, now)
+    return None if held is None else held.to_api()
+
+
 def _audit(
     session: Session,
     key: ApiKey,
@@ -503,7 +572,52 @@ def _audit(
     now: datetime,
     changes: dict[str, Any] | None = None,
 ) -> None:
+    """The trail, and the event for the account's webhooks, in the change's transaction."""
     db.audit.record(session, key.account_id, actor, action, ("api_key", key.id), now, changes)
+    if action in db.webhooks.EVENT_TYPES:
+        tell(session, key, action, now, changes)
+
+
+def tell(
+    session: Session,
+    key: ApiKey,
+    event_type: str,
+    now: datetime,
+    changes: dict[str, Any] | None = None,
+    **extra: Any,
+) -> None:
+    """``event_type`` about ``key`` to the account's webhooks (``db.webhooks.emit``):
+    the key as the API shows it, and for an update what each changed field was."""
+    data: dict[str, Any] = {"object": shown(key, now)}
+    if event_type == "key.updated" and changes:
+        data["previous_attributes"] = {
+            field: db.audit.jsonable(change["from"]) for field, change in changes.items()
+        }
+    data |= extra
+    db.webhooks.emit(session, key.account_id, event_type, data, about=f"api_key:{key.id}", now=now)
+
+
+def warn_expiring(session: Session, now: datetime, within: timedelta, limit: int = 500) -> int:
+    """``key.expiring`` for keys that expire within ``within`` and have not been warned
+    of that expiry (a new expiry is warned of again): how many. Keys another writer holds
+    are skipped, and warned of on the next round."""
+    keys = session.scalars(
+        select(ApiKey)
+        .where(
+            ApiKey.expires_at > now,
+            ApiKey.expires_at <= now + within,
+            ApiKey.revoked_at.is_(None),
+            (ApiKey.expiry_warned_for.is_(None)) | (ApiKey.expiry_warned_for != ApiKey.expires_at),
+        )
+        .order_by(ApiKey.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    for key in keys:
+        key.expiry_warned_for = key.expires_at
+        tell(session, key, "key.expiring", now)
+    session.flush()
+    return len(keys)
 
 
 def change_credits(

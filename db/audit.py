@@ -15,7 +15,7 @@ from db.pages import Page, newest_first
 
 @dataclass(frozen=True)
 class Actor:
-    type: str  # "user", "api_key", "anonymous" or "operator"
+    type: str  # "user", "api_key", "anonymous", "operator" or "scanner"
     id: int | None
 
     @classmethod
@@ -25,6 +25,7 @@ class Actor:
 
 ANONYMOUS = Actor("anonymous", None)
 OPERATOR = Actor("operator", None)  # the keyplane CLI
+SCANNER = Actor("scanner", None)  # a secret scanner's leak report (``db.leaks``)
 
 
 def record(
@@ -46,7 +47,7 @@ def record(
             action=action,
             target_type=target_type,
             target_id=None if target_id is None else str(target_id),
-            changes={field: _jsonable(value) for field, value in (changes or {}).items()},
+            changes={field: jsonable(value) for field, value in (changes or {}).items()},
             created_at=now,
         )
     )
@@ -75,11 +76,12 @@ def page(
     return newest_first(session, query, AuditEvent.id, cursor=cursor, limit=limit)
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """``value`` as JSON holds it: times as RFC 3339 UTC."""
     if isinstance(value, datetime):
         return value.isoformat().replace("+00:00", "Z")
     if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
+        return {k: jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     return value

@@ -22,6 +22,10 @@ from datetime import UTC, datetime, timedelta
 
 import argon2
 import jwt
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from db import usernames
 from db.errors import Unavailable
@@ -80,6 +84,7 @@ class _Keys:
     key_hashing: bytes
     token_signing: bytes
     login_throttling: bytes
+    sealing: bytes  # AES-256-GCM: secrets Keyplane must read back (webhook signing secrets)
 
     @classmethod
     def derive(cls, server_secret: str) -> _Keys:
@@ -88,6 +93,7 @@ class _Keys:
             key_hashing=hmac.digest(root, b"keyplane api-key digest v1", "sha256"),
             token_signing=hmac.digest(root, b"keyplane user-token signing v1", "sha256"),
             login_throttling=hmac.digest(root, b"keyplane login throttle v1", "sha256"),
+            sealing=hmac.digest(root, b"keyplane sealed secrets v1", "sha256"),
         )
 
 
@@ -113,6 +119,23 @@ class Secrets:
     def api_key_digests(self, key: str) -> tuple[str, ...]:
         """The key's digest under each accepted secret, the current one first."""
         return (self.api_key_digest(key), *(_digest(k.key_hashing, key) for k in self.previous))
+
+    def seal(self, secret: str) -> str:
+        """``secret`` encrypted under the current server secret (a random nonce each
+        time), for a secret Keyplane must use again: a webhook's signing secret."""
+        nonce = secrets.token_bytes(12)
+        sealed = AESGCM(self.current.sealing).encrypt(nonce, secret.encode(), b"keyplane")
+        return (nonce + sealed).hex()
+
+    def unseal(self, sealed: str) -> str:
+        """What ``seal`` sealed, under the current secret or a previous one."""
+        raw = bytes.fromhex(sealed)
+        for keys in (self.current, *self.previous):
+            try:
+                return AESGCM(keys.sealing).decrypt(raw[:12], raw[12:], b"keyplane").decode()
+            except InvalidTag:
+                continue
+        raise ValueError("sealed under none of the server's secrets")
 
     def login_subject(self, username: str) -> str:
         """What the login throttle and audit trail know of a username: a keyed hash of
@@ -162,6 +185,22 @@ class Secrets:
 
 def _digest(key: bytes, message: str) -> str:
     return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()
+
+
+def ecdsa_signed(public_key_pem: str, signature: bytes, message: bytes) -> bool:
+    """``signature`` (DER) is ECDSA with SHA-256 of ``message`` under the PEM key, as
+    GitHub signs its secret scanning reports. A key that is not an EC key signs nothing."""
+    try:
+        key = serialization.load_pem_public_key(public_key_pem.encode())
+    except ValueError:
+        return False
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        return False
+    try:
+        key.verify(signature, message, ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        return False
+    return True
 
 
 def hash_password(password: str) -> str:

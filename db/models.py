@@ -96,6 +96,8 @@ class Account(Base):
     expiry_required: Mapped[bool] = mapped_column(default=False, server_default=false())
     # The catalog permissions members may grant their own keys; None: the whole catalog.
     member_permissions: Mapped[list[str] | None] = mapped_column(JSON)
+    # What a leak report does to a key of the account: "revoke" (for good) or "disable".
+    on_leak: Mapped[str] = mapped_column(String(20), default="revoke", server_default="revoke")
 
 
 class User(Base):
@@ -149,6 +151,7 @@ class DisabledBy(enum.StrEnum):
     ADMIN = "admin"
     REMOVAL = "removal"
     DEACTIVATION = "deactivation"
+    LEAK = "leak"  # a secret scanner reported it leaked (``db.leaks``)
 
 
 class RefillInterval(enum.StrEnum):
@@ -205,6 +208,8 @@ class ApiKey(Credited, Base):
     disabled_by: Mapped[DisabledBy | None] = mapped_column(_text_enum(DisabledBy))
     # An admin set ``expires_at``: a member may then bring it forward, never later or off.
     expiry_set_by_admin: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # The ``expires_at`` a ``key.expiring`` event was sent for: one warning per expiry.
+    expiry_warned_for: Mapped[datetime | None]
     ratelimit_rows: Mapped[list[RateLimit]] = relationship(
         cascade="all, delete-orphan", lazy="selectin", order_by="RateLimit.name"
     )
@@ -442,3 +447,97 @@ class Heartbeat(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     beat_at: Mapped[datetime]
+
+
+class Webhook(Base):
+    """An account's endpoint for events (``db.webhooks``). Its signing secret is sealed
+    under the server secret: Keyplane must read it back to sign, so no digest will do.
+    After a rotation, the previous secret signs too, until ``previous_secret_expires_at``."""
+
+    __tablename__ = "webhooks"
+    __table_args__ = (Index("ix_webhooks_account_id_id", "account_id", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    url: Mapped[str] = mapped_column(String(2048))
+    description: Mapped[str | None] = mapped_column(Text)
+    event_types: Mapped[list[str]] = mapped_column(JSON)  # empty: every type
+    enabled: Mapped[bool] = mapped_column(default=True)
+    secret_sealed: Mapped[str] = mapped_column(String(255))
+    previous_secret_sealed: Mapped[str | None] = mapped_column(String(255))
+    previous_secret_expires_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebhookEvent(Base):
+    """One event, written in the transaction of the change it tells of (the outbox).
+    ``uid`` is the ``webhook-id`` every endpoint and every attempt sees."""
+
+    __tablename__ = "webhook_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    uid: Mapped[str] = mapped_column(String(40), unique=True)
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
+    type: Mapped[str] = mapped_column(String(50))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class DeliveryState(enum.StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    DEAD = "dead"  # every attempt of the schedule failed
+
+
+class WebhookDelivery(Base):
+    """An event on its way to one endpoint. Deliveries of one endpoint and one object
+    (``ordering_key``) go out in the order of their events."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        Index("ix_webhook_deliveries_state_next_attempt_at", "state", "next_attempt_at"),
+        Index("ix_webhook_deliveries_webhook_id_id", "webhook_id", "id"),
+        Index("ix_webhook_deliveries_in_order", "webhook_id", "ordering_key", "event_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    webhook_id: Mapped[int] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"))
+    event_id: Mapped[int] = mapped_column(
+        ForeignKey("webhook_events.id", ondelete="CASCADE"), index=True
+    )
+    ordering_key: Mapped[str] = mapped_column(String(64))
+    state: Mapped[DeliveryState] = mapped_column(_text_enum(DeliveryState))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]
+    # A sender holds the delivery until then; a sender that died lets it go then.
+    leased_until: Mapped[datetime | None]
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    event: Mapped[WebhookEvent] = relationship(lazy="joined")
+
+
+class WebhookAttempt(Base):
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    delivery_id: Mapped[int] = mapped_column(
+        ForeignKey("webhook_deliveries.id", ondelete="CASCADE"), index=True
+    )
+    attempted_at: Mapped[datetime]
+    status_code: Mapped[int | None] = mapped_column(Integer)  # None: no answer
+    latency_ms: Mapped[int] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(String(200))
+
+
+class LeakReport(Base):
+    """A leak report already acted on, by the SHA-256 of its signature and body: the
+    same report sent again is a replay."""
+
+    __tablename__ = "leak_reports"
+
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(index=True)

@@ -34,6 +34,7 @@ class Policy:
     max_key_lifetime_seconds: int | None = None
     expiry_required: bool = False
     member_permissions: tuple[str, ...] | None = None
+    on_leak: str = "revoke"  # or "disable": what a leak report does to a key (db.leaks)
 
     def check_expiry(self, expires_at: datetime | None, now: datetime) -> None:
         """Any caller's new expiry (None: the key would never expire)."""
@@ -80,13 +81,16 @@ def check_member_expiry(
 def of(session: Session, account_id: int) -> Policy:
     row = session.execute(
         select(
-            Account.max_key_lifetime_seconds, Account.expiry_required, Account.member_permissions
+            Account.max_key_lifetime_seconds,
+            Account.expiry_required,
+            Account.member_permissions,
+            Account.on_leak,
         ).where(Account.id == account_id)
     ).one_or_none()
     if row is None:
         raise NotFound("Account not found")
     members = None if row.member_permissions is None else tuple(row.member_permissions)
-    return Policy(row.max_key_lifetime_seconds, bool(row.expiry_required), members)
+    return Policy(row.max_key_lifetime_seconds, bool(row.expiry_required), members, row.on_leak)
 
 
 def replace(
@@ -110,11 +114,17 @@ def replace(
     account.max_key_lifetime_seconds = policy.max_key_lifetime_seconds
     account.expiry_required = policy.expiry_required
     account.member_permissions = None if members is None else list(members)
+    account.on_leak = policy.on_leak
     session.flush()
-    after = Policy(policy.max_key_lifetime_seconds, policy.expiry_required, members)
+    after = Policy(policy.max_key_lifetime_seconds, policy.expiry_required, members, policy.on_leak)
     changes = {
         field: {"from": getattr(before, field), "to": getattr(after, field)}
-        for field in ("max_key_lifetime_seconds", "expiry_required", "member_permissions")
+        for field in (
+            "max_key_lifetime_seconds",
+            "expiry_required",
+            "member_permissions",
+            "on_leak",
+        )
         if getattr(before, field) != getattr(after, field)
     }
     db.audit.record(

@@ -25,6 +25,7 @@ def put_policy(body: dict[str, Any]) -> dict[str, Any]:
             max_key_lifetime_seconds=body.get("max_key_lifetime_seconds"),
             expiry_required=body.get("expiry_required", False),
             member_permissions=None if members is None else tuple(members),
+            on_leak=body.get("on_leak", "revoke"),
         ),
         actor=actor.audit_actor,
         now=runtime().now(),
@@ -38,4 +39,5 @@ def _shape(policy: Policy) -> dict[str, Any]:
         "max_key_lifetime_seconds": policy.max_key_lifetime_seconds,
         "expiry_required": policy.expiry_required,
         "member_permissions": None if members is None else list(members),
+        "on_leak": policy.on_leak,
     }

@@ -6,11 +6,10 @@ from datetime import timedelta
 from typing import Any
 
 import db.api_keys
-import db.limits
 import db.session
 from db.access import Actor
 from db.models import ApiKey, KeyStatus
-from db.timefmt import parse_rfc3339, rfc3339
+from db.timefmt import parse_rfc3339
 from handlers.context import current_actor, runtime
 
 
@@ -101,32 +100,11 @@ def rotate(item_id: int, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def read(key: ApiKey, *, full_key: str | None = None) -> dict[str, Any]:
-    """``APIKeyRecordRead``, exactly the fields the v1 contract documents."""
-    return {
-        "id": key.id,
-        "key_prefix": key.key_prefix,
-        "user_id": key.user_id,
-        "status": key.status_at(runtime().now()).value,
-        "created_at": rfc3339(key.created_at),
-        "expires_at": rfc3339(key.expires_at),
-        "description": key.description,
-        "full_key": full_key,
-    }
+    return db.api_keys.shown_brief(key, runtime().now(), full_key=full_key)
 
 
 def detail(key: ApiKey, *, full_key: str | None = None) -> dict[str, Any]:
-    """``APIKeyRecord``: the seed's fields, the permissions, the last use, and the
-    customer's own fields."""
-    return read(key, full_key=full_key) | {
-        "permissions": key.permissions,
-        "last_used_at": rfc3339(key.last_used_at),
-        "external_id": key.external_id,
-        "meta": key.meta,
-        "enabled": key.enabled,
-        "disabled_by": None if key.disabled_by is None else key.disabled_by.value,
-        "credits": _credits(key),
-        "ratelimits": [limit.to_api() for limit in key.ratelimit_rows],
-    }
+    return db.api_keys.shown(key, runtime().now(), full_key=full_key)
 
 
 def credits(item_id: int, body: dict[str, Any]) -> dict[str, Any]:  # noqa: A001
@@ -135,9 +113,4 @@ def credits(item_id: int, body: dict[str, Any]) -> dict[str, Any]:  # noqa: A001
     key = db.api_keys.change_credits(
         db.session.current(), caller, item_id, body["op"], body["value"], runtime().now()
     )
-    return {"credits": _credits(key)}
-
-
-def _credits(key: ApiKey) -> dict[str, Any] | None:
-    held = db.limits.credits_of(key, runtime().now())
-    return None if held is None else held.to_api()
+    return {"credits": db.api_keys.shown_credits(key, runtime().now())}

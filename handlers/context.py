@@ -7,6 +7,7 @@ here; they never import the wiring, nor each other: this module is what they sha
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -49,6 +50,11 @@ class Runtime:
     windows: Windows = field(default_factory=DatabaseWindows)  # where rate limits count
     metrics_here: bool = True  # GET /metrics on the API's port
     metrics_token: str | None = field(default=None, repr=False)  # ... for this token only
+    webhooks_allow_private: bool = False  # endpoints in private networks (KEYPLANE_WEBHOOKS_*)
+    # GitHub's public key under an identifier (None: unknown), and the operator scanners'
+    # token: for leak reports.
+    github_leak_keys: Callable[[str], str | None] = field(default=lambda _: None)
+    leak_report_token: str | None = field(default=None, repr=False)
 
     @staticmethod
     def now() -> datetime:

@@ -64,6 +64,7 @@ from handlers.context import Runtime
 from keyplane.background import Flusher
 from keyplane.deadline import Deadline
 from keyplane.guards import DocsPages, Guards
+from keyplane.leaks import GitHubKeys
 from keyplane.middleware import RequestScope
 from keyplane.problems import CONSOLE_PREFIX, Problems, error_response, timed_out
 from keyplane.requestlog import RequestLog
@@ -71,6 +72,7 @@ from keyplane.security import SECURITY_MAP
 from keyplane.settings import Settings
 from keyplane.transactions import UnitOfWorkResolver
 from keyplane.validation import JsonFirst, Validation
+from keyplane.webhooks import Sender
 
 # A checkout's openapi/swagger.yaml; an installed package's copy of it (pyproject.toml).
 _CHECKOUT_SPEC = Path(__file__).resolve().parent.parent / "openapi" / "swagger.yaml"
@@ -129,6 +131,7 @@ class Service:
     sessions: Sessions
     runtime: Runtime
     flusher: Flusher
+    sender: Sender
 
     @classmethod
     def build(cls, settings: Settings) -> Service:
@@ -158,6 +161,9 @@ class Service:
             metrics_here=settings.metrics == "on",
             metrics_token=settings.metrics_token,
             windows=windows,
+            webhooks_allow_private=settings.webhooks_allow_private,
+            github_leak_keys=GitHubKeys(settings.github_leak_keys),
+            leak_report_token=settings.leak_report_token,
         )
         flusher = Flusher(
             runtime.usage,
@@ -166,7 +172,15 @@ class Service:
             runtime.windows,
             retention=timedelta(days=settings.usage_retention_days),
         )
-        return cls(settings, engine, sessions, runtime, flusher)
+        sender = Sender(
+            sessions,
+            runtime.secrets,
+            timeout_seconds=settings.webhooks_timeout_seconds,
+            concurrency=settings.webhooks_concurrency,
+            allow_private=settings.webhooks_allow_private,
+            expiring_within=timedelta(days=settings.webhooks_expiring_days),
+        )
+        return cls(settings, engine, sessions, runtime, flusher, sender)
 
     # A server runs one lifespan per worker; tests may run two at once on one app
     # (Schemathesis runs its own beside the test client's), so count them.
@@ -177,11 +191,13 @@ class Service:
         await self.runtime.lookups.open()
         if self.lifespans == 1:
             self.flusher.start()
+            self.sender.start()
 
     async def stop(self) -> None:
         self.lifespans -= 1
         await self.runtime.lookups.close()
         if self.lifespans == 0:
+            self.sender.stop()
             self.flusher.stop()  # the last notes of last use are written here
             self.runtime.windows.close()
             self.engine.dispose()

@@ -64,6 +64,15 @@ def metrics_token_info(token: str) -> dict[str, Any] | None:
     return None
 
 
+def leak_reporter_info(token: str) -> dict[str, Any] | None:
+    """``POST /v1/leaks`` is for ``KEYPLANE_LEAK_REPORT_TOKEN`` only (none: nobody)."""
+    expected = runtime().leak_report_token
+    if expected and hmac.compare_digest(token.encode(), expected.encode()):
+        note(principal="scanner")
+        return {"sub": "scanner"}
+    return None
+
+
 @functools.cache
 def _arguments(function: Callable[..., Any]) -> tuple[frozenset[str], bool]:
     names, has_kwargs = inspect_function_arguments(function)

@@ -71,6 +71,18 @@ class Settings:
     verify_open: bool = False
     # Verify counts (GET /v1/usage) are kept this long, then dropped by the server.
     usage_retention_days: int = 90
+    # Webhooks (keyplane.webhooks): sends to private, loopback and link-local addresses
+    # only if allowed; each send's whole time; sends at once per worker process; how many
+    # days before its expiry a key's ``key.expiring`` event is sent.
+    webhooks_allow_private: bool = False
+    webhooks_timeout_seconds: float = 10.0
+    webhooks_concurrency: int = 4
+    webhooks_expiring_days: int = 7
+    # Leak reports (POST /v1/leaks/github, POST /v1/leaks): GitHub's public keys (a
+    # file, or an https:// URL such as GitHub's own), and the bearer token of the
+    # operator's own scanners (None: that operation is off).
+    github_leak_keys: str | None = None
+    leak_report_token: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(
@@ -107,6 +119,12 @@ class Settings:
             redis_timeout_seconds=_float(env, "KEYPLANE_REDIS_TIMEOUT_SECONDS", 0.5),
             verify_open=env.get("KEYPLANE_VERIFY_OPEN", "") in {"1", "true"},
             usage_retention_days=_int(env, "KEYPLANE_USAGE_RETENTION_DAYS", 90),
+            webhooks_allow_private=env.get("KEYPLANE_WEBHOOKS_ALLOW_PRIVATE", "") in {"1", "true"},
+            webhooks_timeout_seconds=_float(env, "KEYPLANE_WEBHOOKS_TIMEOUT_SECONDS", 10.0),
+            webhooks_concurrency=_int(env, "KEYPLANE_WEBHOOKS_CONCURRENCY", 4),
+            webhooks_expiring_days=_int(env, "KEYPLANE_WEBHOOKS_EXPIRING_DAYS", 7),
+            github_leak_keys=env.get("KEYPLANE_GITHUB_LEAK_KEYS") or None,
+            leak_report_token=env.get("KEYPLANE_LEAK_REPORT_TOKEN") or None,
         )
         settings.check(with_secret=with_secret)
         return settings
@@ -153,6 +171,18 @@ class Settings:
             raise SettingsError("KEYPLANE_REDIS_URL must be a redis://, rediss:// or unix:// URL")
         if not 1 <= self.usage_retention_days <= 3660:
             raise SettingsError("KEYPLANE_USAGE_RETENTION_DAYS must be between 1 and 3660")
+        if not 1 <= self.webhooks_timeout_seconds <= 30:
+            raise SettingsError("KEYPLANE_WEBHOOKS_TIMEOUT_SECONDS must be between 1 and 30")
+        if not 1 <= self.webhooks_concurrency <= 64:
+            raise SettingsError("KEYPLANE_WEBHOOKS_CONCURRENCY must be between 1 and 64")
+        if not 1 <= self.webhooks_expiring_days <= 365:
+            raise SettingsError("KEYPLANE_WEBHOOKS_EXPIRING_DAYS must be between 1 and 365")
+        token = self.leak_report_token
+        if token is not None and len(token.encode()) < MIN_SECRET_BYTES:
+            raise SettingsError(
+                f"KEYPLANE_LEAK_REPORT_TOKEN must be a random value of at least "
+                f"{MIN_SECRET_BYTES} bytes; generate one with: {HOW_TO_GENERATE}"
+            )
         if self.db_pool_size < 1 or self.db_max_overflow < 0:
             raise SettingsError(
                 "KEYPLANE_DB_POOL_SIZE must be at least 1, KEYPLANE_DB_MAX_OVERFLOW at least 0"

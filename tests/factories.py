@@ -15,6 +15,7 @@ import db.api_keys
 import db.audit
 import db.identities
 import db.users
+import db.webhooks
 from db import crypto
 from db.engine import for_writing
 from db.models import Account, ApiKey, Membership, Role, User
@@ -137,6 +138,20 @@ class Factory:
             db.identities.put(
                 session, account.id, external_id, given, actor=db.audit.OPERATOR, now=_now()
             )
+
+    def webhook(self, account: Account, url: str = "https://hooks.example.com/k") -> int:
+        """An endpoint of ``account`` for every event type: its id."""
+        with self.sessions() as session, session.begin():
+            webhook, _ = db.webhooks.register(
+                session,
+                self.secrets,
+                account.id,
+                {"url": url},
+                allow_private=False,
+                actor=db.audit.OPERATOR,
+                now=_now(),
+            )
+            return webhook.id
 
     def stored_key(self, key_id: int) -> ApiKey | None:
         with self.sessions() as session:

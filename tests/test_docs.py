@@ -26,13 +26,21 @@ from tests.live import Live, live_server
 pytestmark = pytest.mark.slow  # a live server, a subprocess or a browser
 
 METRICS_TOKEN = "docs-metrics-token-of-some-length"
+LEAK_REPORT_TOKEN = "docs-leak-report-token-of-some-length"
 EVERY_BLOCK = [b for document in DOCUMENTS for b in blocks(document)]
 RUN_HERE = [b for b in EVERY_BLOCK if b.language in RUNNABLE and b.key not in RUN_ELSEWHERE]
 
 
 @pytest.fixture(scope="module")
 def live(module_database_url):
-    with live_server(module_database_url, KEYPLANE_METRICS_TOKEN=METRICS_TOKEN) as live:
+    with live_server(
+        module_database_url,
+        KEYPLANE_METRICS_TOKEN=METRICS_TOKEN,
+        # docs/webhooks.md's receiver runs on the reader's machine; docs/leaks.md reports
+        # as the operator's scanner.
+        KEYPLANE_WEBHOOKS_ALLOW_PRIVATE="true",
+        KEYPLANE_LEAK_REPORT_TOKEN=LEAK_REPORT_TOKEN,
+    ) as live:
         yield live
 
 

@@ -82,6 +82,15 @@ def _request_for(operation_id: str, key_id: int, full_key: str) -> tuple[str, st
             {"json": {"limit": 1, "duration_ms": 1000}},
         ),
         "ratelimits.delete_override": ("DELETE", "/v1/ratelimit/s/overrides/ip", {}),
+        # Any webhook id will do: the database fails before it is looked up.
+        "webhooks.list": ("GET", "/v1/webhooks", {}),
+        "webhooks.create": ("POST", "/v1/webhooks", {"json": {"url": "https://a.example"}}),
+        "webhooks.get": ("GET", f"/v1/webhooks/{key_id}", {}),
+        "webhooks.update": ("PATCH", f"/v1/webhooks/{key_id}", {"json": {"enabled": False}}),
+        "webhooks.delete": ("DELETE", f"/v1/webhooks/{key_id}", {}),
+        "webhooks.rotate_secret": ("POST", f"/v1/webhooks/{key_id}/rotate-secret", {}),
+        "webhooks.deliveries": ("GET", f"/v1/webhooks/{key_id}/deliveries", {}),
+        "webhooks.retry": ("POST", f"/v1/webhooks/{key_id}/deliveries/1/retry", {}),
     }[operation_id]
 
 
@@ -91,6 +100,10 @@ CONSOLE_BODY = {"description": "string", "flatPermissionsList": ["readApplicatio
 # Exceptions by design: /healthz and /metrics never touch the database, and /readyz
 # answers its failure as a 503 of its own (tests/handlers/test_health.py).
 WITHOUT_DATABASE = {"health.live", "health.ready", "metrics.get"}
+# Leak reports reach the database only with a credential these apps are not given (a
+# signature under a configured GitHub key, KEYPLANE_LEAK_REPORT_TOKEN): their answers to
+# a failing database are shown in tests/handlers/test_leaks.py.
+WITHOUT_DATABASE |= {"leaks.github", "leaks.report"}
 WITH_DATABASE = [
     op["operationId"] for _, _, op in _operations() if op["operationId"] not in WITHOUT_DATABASE
 ]

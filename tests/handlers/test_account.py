@@ -6,7 +6,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-NO_POLICY = {"max_key_lifetime_seconds": None, "expiry_required": False, "member_permissions": None}
+NO_POLICY = {
+    "max_key_lifetime_seconds": None,
+    "expiry_required": False,
+    "member_permissions": None,
+    "on_leak": "revoke",
+}
 DAY = 24 * 3600
 
 
