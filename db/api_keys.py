@@ -584,6 +584,8 @@ def tell(
     event_type: str,
     now: datetime,
     changes: dict[str, Any] | None = None,
+    *,
+    dedupe: str | None = None,
     **extra: Any,
 ) -> None:
     """``event_type`` about ``key`` to the account's webhooks (``db.webhooks.emit``):
@@ -594,7 +596,8 @@ def tell(
             field: db.audit.jsonable(change["from"]) for field, change in changes.items()
         }
     data |= extra
-    db.webhooks.emit(session, key.account_id, event_type, data, about=f"api_key:{key.id}", now=now)
+    about = f"api_key:{key.id}"
+    db.webhooks.emit(session, key.account_id, event_type, data, about=about, now=now, dedupe=dedupe)
 
 
 def warn_expiring(session: Session, now: datetime, within: timedelta, limit: int = 500) -> int:

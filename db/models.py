@@ -483,6 +483,8 @@ class WebhookEvent(Base):
     )
     type: Mapped[str] = mapped_column(String(50))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # An event told once however many workers saw its cause (``usage.exceeded``).
+    dedupe: Mapped[str | None] = mapped_column(String(200), unique=True)
     created_at: Mapped[datetime] = mapped_column(index=True)
 
 

@@ -13,26 +13,40 @@ verify, and its counts one upsert per row of the batch.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import bindparam, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+import db.api_keys
 from db.lookups import Found
 from db.models import ApiKey, UsageCount
 
 # (account id, hour since the epoch, key id or 0, external_id or "", code, tag or "")
 CountedAs = tuple[int, int, int, str, str, str]
 NO_KEY, NO_TAG = 0, ""
+TOLD_REMEMBERED = 10_000
 
 
 def hour_of(when: datetime) -> int:
     return int(when.timestamp()) // 3600
+
+
+@dataclass(frozen=True)
+class Exceeded:
+    """A key's first refusal in a window (``usage.exceeded``)."""
+
+    account_id: int
+    code: str
+    at: datetime
+    detail: dict[str, Any]
 
 
 @dataclass
@@ -41,9 +55,11 @@ class Notes:
     # (key id, column) -> (stale digest, fresh digest)
     renewals: dict[tuple[int, str], tuple[str, str]] = field(default_factory=dict)
     counts: Counter[CountedAs] = field(default_factory=Counter)
+    # (key id, window) -> (account id, code, when first refused, what refused it)
+    exceeded: dict[tuple[int, str], Exceeded] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.used or self.renewals or self.counts)
+        return bool(self.used or self.renewals or self.counts or self.exceeded)
 
 
 class Usage:
@@ -53,6 +69,7 @@ class Usage:
         self.resolution = resolution
         self._notes = Notes()
         self._lock = threading.Lock()
+        self._told: set[tuple[int, str]] = set()  # windows this worker has noted
 
     def note(self, found: Found, fresh_digest: str, now: datetime) -> None:
         """``found`` was used now; ``fresh_digest`` is its secret's current digest."""
@@ -81,6 +98,21 @@ class Usage:
             for tag in set(tags):
                 counts[(*row, tag)] += 1
 
+    def exceeded(
+        self, found: Found, code: str, window: str, detail: dict[str, Any], now: datetime
+    ) -> None:
+        """``found`` was refused (RATE_LIMITED, USAGE_EXCEEDED) in ``window``: told to the
+        account's webhooks once per key and window (``write``), however many refusals
+        and workers saw it."""
+        seen = (found.key_id, window)
+        with self._lock:
+            if seen in self._told:
+                return
+            if len(self._told) >= TOLD_REMEMBERED:
+                self._told.clear()  # the outbox's dedupe still tells each window once
+            self._told.add(seen)
+            self._notes.exceeded[seen] = Exceeded(found.account_id, code, now, detail)
+
     def take(self) -> Notes:
         with self._lock:
             notes, self._notes = self._notes, Notes()
@@ -95,6 +127,8 @@ class Usage:
             for renewal, digests in notes.renewals.items():
                 self._notes.renewals.setdefault(renewal, digests)
             self._notes.counts.update(notes.counts)
+            for seen, exceeded in notes.exceeded.items():
+                self._notes.exceeded.setdefault(seen, exceeded)
 
 
 def write(session: Session, notes: Notes) -> None:
@@ -117,6 +151,18 @@ def write(session: Session, notes: Notes) -> None:
         )
     if notes.counts:
         _add_counts(session, notes.counts)
+    for (key_id, window), exceeded in sorted(notes.exceeded.items()):
+        key = session.get(ApiKey, key_id)
+        if key is not None:
+            db.api_keys.tell(
+                session,
+                key,
+                "usage.exceeded",
+                exceeded.at,
+                dedupe=f"usage.exceeded:{key_id}:{_short(window)}",
+                code=exceeded.code,
+                **exceeded.detail,
+            )
 
 
 _COUNTED = ("account_id", "hour", "key_id", "external_id", "code", "tag")
@@ -243,3 +289,8 @@ def report(session: Session, account_id: int, question: Question) -> tuple[list[
             )
         )
     return found, len(rows) > q.limit
+
+
+def _short(window: str) -> str:
+    """A window's name within the outbox's dedupe column, however long its limit's name."""
+    return hashlib.sha256(window.encode()).hexdigest()[:32]

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import delete as delete_statement
 from sqlalchemy import exists, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
 import db.audit
@@ -43,6 +44,7 @@ EVENT_TYPES = (
     "key.disabled",
     "key.expiring",
     "key.leaked",
+    "usage.exceeded",
     "user.removed",
 )
 NOT_FOUND_MESSAGE = "Webhook not found"
@@ -273,10 +275,12 @@ def emit(
     *,
     about: str,
     now: datetime,
+    dedupe: str | None = None,
 ) -> None:
     """Put an event in the outbox, in the caller's transaction, for every enabled
     endpoint of the account that takes ``event_type``; ``about`` names the object
-    (``api_key:12``) whose events keep their order. No endpoint: nothing is written."""
+    (``api_key:12``) whose events keep their order. No endpoint: nothing is written.
+    An event with a ``dedupe`` already in the outbox is not written again."""
     assert event_type in EVENT_TYPES, event_type
     endpoints = session.execute(
         select(Webhook.id, Webhook.event_types).where(
@@ -293,9 +297,13 @@ def emit(
         type=event_type,
         payload=payload,
         created_at=now,
+        dedupe=dedupe,
     )
-    session.add(event)
-    session.flush()
+    try:
+        with session.begin_nested():
+            session.add(event)
+    except IntegrityError:  # told already, by this worker or another
+        return
     session.add_all(
         WebhookDelivery(
             webhook_id=target,

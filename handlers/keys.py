@@ -24,6 +24,7 @@ from db.authority import INVALID_CREDENTIALS
 from db.errors import Unauthorized
 from db.lookups import Code, Found, judge
 from db.timefmt import rfc3339
+from db.usage import hour_of
 from handlers.context import note, runtime
 
 VERIFICATIONS = Counter("keyplane_verifications_total", "Verify outcomes", ["code"])
@@ -69,6 +70,9 @@ async def verify(body: dict[str, Any]) -> dict[str, Any]:
             outcome = await current.spends(db.limits.Spend(windows, payers, cost, now))
             code = Code(outcome.refused) if outcome.refused else code
             limits = _limits_told(outcome, now)
+            if outcome.refused:
+                window, detail = _refused_in(outcome, limits, now)
+                current.usage.exceeded(found, code.value, window, detail, now)
     VERIFICATIONS.labels(code.value).inc()
     if counted_in is not None:
         current.usage.count(counted_in, found, code.value, body.get("tags") or (), now)
@@ -120,6 +124,21 @@ NOTHING_TOLD: dict[str, Any] = {
     "ratelimits": [],
     "credits_remaining": NO_CREDITS,
 }
+
+
+def _refused_in(
+    outcome: db.limits.Outcome, told: dict[str, Any], now: datetime
+) -> tuple[str, dict[str, Any]]:
+    """The window a refusal belongs to, and what refused: the first exceeded rate limit
+    (until it resets), or the credits (an hour at a time, while they are spent)."""
+    for counted, shown in zip(
+        sorted(outcome.windows, key=lambda c: c.window.name), told["ratelimits"], strict=True
+    ):
+        if counted.exceeded:
+            now_ms = int(now.timestamp() * 1000)
+            window = f"{counted.window.bucket}@{counted.window.start_ms(now_ms)}"
+            return window, {"ratelimit": shown}
+    return f"credits@{hour_of(now)}", {"credits_remaining": told["credits_remaining"]}
 
 
 def _limits_told(outcome: db.limits.Outcome, now: datetime) -> dict[str, Any]:

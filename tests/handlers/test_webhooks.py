@@ -540,3 +540,46 @@ class TestEvents:
         (delivery,) = _deliveries(client, factory, admin, made["id"])
         assert delivery["state"] == "pending"
         assert "private address" in delivery["attempts"][0]["error"]
+
+    def test_usage_exceeded_once_per_key_and_window_whatever_the_workers(
+        self, app, client, factory, acme, admin, private_allowed
+    ):
+        _register(client, factory, admin, "http://127.0.0.1:9/h", event_types=["usage.exceeded"])
+        limited = _key(
+            client,
+            factory,
+            admin,
+            ratelimits=[
+                {"name": "requests", "limit": 1, "duration_ms": 3_600_000, "auto_apply": True}
+            ],
+        )
+        spent = _key(client, factory, admin, credits={"remaining": 1})
+
+        def verify(key):
+            answer = client.post(
+                "/v1/keys/verify", json={"key": key["full_key"]}, headers=factory.verifier(acme)
+            )
+            return answer.json()["code"]
+
+        assert [verify(limited) for _ in range(3)] == ["VALID", "RATE_LIMITED", "RATE_LIMITED"]
+        assert [verify(spent) for _ in range(3)] == ["VALID", "USAGE_EXCEEDED", "USAGE_EXCEEDED"]
+        app.service.flusher.flush()
+        # Another worker sees the same windows refused: the outbox tells them once.
+        app.service.runtime.usage._told.clear()
+        assert verify(limited) == "RATE_LIMITED" and verify(spent) == "USAGE_EXCEEDED"
+        app.service.flusher.flush()
+        with factory.sessions() as session:
+            events = session.scalars(select(WebhookEvent).order_by(WebhookEvent.id)).all()
+        told = [
+            (e.type, e.payload["data"]["object"]["id"], e.payload["data"]["code"]) for e in events
+        ]
+        assert sorted(told) == sorted(
+            [
+                ("usage.exceeded", limited["id"], "RATE_LIMITED"),
+                ("usage.exceeded", spent["id"], "USAGE_EXCEEDED"),
+            ]
+        )
+        by_code = {e.payload["data"]["code"]: e.payload["data"] for e in events}
+        assert by_code["RATE_LIMITED"]["ratelimit"]["name"] == "requests"
+        assert by_code["RATE_LIMITED"]["ratelimit"]["exceeded"] is True
+        assert by_code["USAGE_EXCEEDED"]["credits_remaining"]["key"] == 0

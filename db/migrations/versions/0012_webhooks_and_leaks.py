@@ -57,6 +57,7 @@ def upgrade() -> None:
         _account(),
         sa.Column("type", sa.String(50), nullable=False),
         sa.Column("payload", sa.JSON(), nullable=False),
+        sa.Column("dedupe", sa.String(200), nullable=True, unique=True),
         sa.Column("created_at", NOW, nullable=False),
     )
     op.create_index("ix_webhook_events_account_id", "webhook_events", ["account_id"])
