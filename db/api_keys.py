@@ -256,16 +256,20 @@ def _locked(
     # to this one: PostgreSQL re-reads only the locked row once a waited-for lock is
     # granted, so joined permissions would be those from before the writer it waited on
     # (the concurrent PATCH tests caught this as duplicate permission links).
-    key = session.scalar(
-        select(ApiKey)
+    # Whether the account has webhooks comes in the same round trip: a change of a key
+    # of an account without any then costs no read more while the lock is held.
+    found = session.execute(
+        select(ApiKey, db.webhooks.listening(ApiKey.account_id))
         .where(ApiKey.id == key_id, scope.clause())
         .with_for_update(of=ApiKey)
         .execution_options(populate_existing=True)
         # Without them, one round trip less while the lock is held (read if touched).
         .options(selectinload(ApiKey.permission_links) if with_permissions else lazyload("*"))
-    )
-    if key is None:
+    ).one_or_none()
+    if found is None:
         raise NotFound(NOT_FOUND_MESSAGE)
+    key, listening = found
+    db.webhooks.heard(session, key.account_id, listening=bool(listening))
     return key
 
 
@@ -590,12 +594,15 @@ def tell(
 ) -> None:
     """``event_type`` about ``key`` to the account's webhooks (``db.webhooks.emit``):
     the key as the API shows it, and for an update what each changed field was."""
-    data: dict[str, Any] = {"object": shown(key, now)}
-    if event_type == "key.updated" and changes:
-        data["previous_attributes"] = {
-            field: db.audit.jsonable(change["from"]) for field, change in changes.items()
-        }
-    data |= extra
+
+    def data() -> dict[str, Any]:  # built only if an endpoint listens
+        told: dict[str, Any] = {"object": shown(key, now)}
+        if event_type == "key.updated" and changes:
+            told["previous_attributes"] = {
+                field: db.audit.jsonable(change["from"]) for field, change in changes.items()
+            }
+        return told | extra
+
     about = f"api_key:{key.id}"
     db.webhooks.emit(session, key.account_id, event_type, data, about=about, now=now, dedupe=dedupe)
 

@@ -18,16 +18,16 @@ import base64
 import ipaddress
 import random
 import secrets as random_secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
+from sqlalchemy import ColumnElement, Exists, exists, select, update
 from sqlalchemy import delete as delete_statement
-from sqlalchemy import exists, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 
 import db.audit
 from db.crypto import Secrets
@@ -266,12 +266,28 @@ def _audit(
 
 # The outbox.
 
+_SILENT = "keyplane.webhooks.silent"  # session.info: accounts known to have no endpoint
+
+
+def listening(account_id: ColumnElement[int] | InstrumentedAttribute[int]) -> Exists:
+    """Whether the account has an enabled endpoint: a column a change's own statement can
+    carry (``heard``), where a read of its own would cost a round trip."""
+    return exists().where(Webhook.account_id == account_id, Webhook.enabled.is_(True))
+
+
+def heard(session: Session, account_id: int, *, listening: bool) -> None:
+    """What a statement of the transaction found (``listening``): an account without an
+    endpoint is not looked up again by this transaction's ``emit``. An endpoint made
+    meanwhile hears of changes that begin after it is made, as it would anyway."""
+    if not listening:
+        session.info.setdefault(_SILENT, set()).add(account_id)
+
 
 def emit(
     session: Session,
     account_id: int,
     event_type: str,
-    data: dict[str, Any],
+    data: dict[str, Any] | Callable[[], dict[str, Any]],
     *,
     about: str,
     now: datetime,
@@ -280,8 +296,12 @@ def emit(
     """Put an event in the outbox, in the caller's transaction, for every enabled
     endpoint of the account that takes ``event_type``; ``about`` names the object
     (``api_key:12``) whose events keep their order. No endpoint: nothing is written.
-    An event with a ``dedupe`` already in the outbox is not written again."""
+    An event with a ``dedupe`` already in the outbox is not written again. ``data`` may
+    be a function: it is called only when some endpoint listens (a change's cost, for
+    an account without webhooks, is one indexed read)."""
     assert event_type in EVENT_TYPES, event_type
+    if account_id in session.info.get(_SILENT, ()):
+        return
     endpoints = session.execute(
         select(Webhook.id, Webhook.event_types).where(
             Webhook.account_id == account_id, Webhook.enabled.is_(True)
@@ -290,7 +310,8 @@ def emit(
     targets = [id_ for id_, types in endpoints if not types or event_type in types]
     if not targets:
         return
-    payload = {"type": event_type, "timestamp": rfc3339(now), "data": data}
+    told = data() if callable(data) else data
+    payload = {"type": event_type, "timestamp": rfc3339(now), "data": told}
     event = WebhookEvent(
         uid="msg_" + random_secrets.token_urlsafe(18),
         account_id=account_id,

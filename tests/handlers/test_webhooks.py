@@ -583,3 +583,24 @@ class TestEvents:
         assert by_code["RATE_LIMITED"]["ratelimit"]["name"] == "requests"
         assert by_code["RATE_LIMITED"]["ratelimit"]["exceeded"] is True
         assert by_code["USAGE_EXCEEDED"]["credits_remaining"]["key"] == 0
+
+    def test_a_change_in_an_account_without_endpoints_reads_nothing_more(
+        self, client, factory, admin, statements
+    ):
+        key = _key(client, factory, admin)
+        statements.clear()
+        for body in ({"description": "changed"}, {"enabled": False}):
+            changed = client.patch(
+                f"/v1/api-keys/{key['id']}", json=body, headers=factory.auth(admin)
+            )
+            assert changed.status_code == 200
+        assert (
+            client.delete(f"/v1/api-keys/{key['id']}", headers=factory.auth(admin)).status_code
+            == 200
+        )
+        # The lock's own statement tells that no endpoint listens: no read of its own.
+        own_reads = [s for s in statements if "FROM webhooks" in s and "api_keys" not in s]
+        assert own_reads == []
+        assert sum("FROM webhooks" in s for s in statements) == 3
+        with factory.sessions() as session:
+            assert session.scalars(select(WebhookEvent)).all() == []
