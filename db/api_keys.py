@@ -62,6 +62,9 @@ ADMINS_ONLY = frozenset({"credits", "ratelimits"})
 LIMITS_ARE_ADMINS = "Only an admin sets a key's credits and rate limits"
 EDITABLE_FIELDS = frozenset(EDITABLE)
 OWNER_GONE = "The key's owner is no longer an active member of this account"
+ROTATE_AFTER_LEAK = (
+    "This key's secret was reported leaked: rotate it first, then an admin can switch it on"
+)
 _ONLY_AN_ADMIN_TURNS_ON = {
     DisabledBy.ADMIN: "An admin switched this key off: only an admin can switch it on",
     DisabledBy.REMOVAL: "This key was switched off when its owner left the account:"
@@ -360,6 +363,8 @@ def _switch(session: Session, key: ApiKey, on: bool, caller: Caller) -> None:
         return
     if not caller.is_admin and key.disabled_by in _ONLY_AN_ADMIN_TURNS_ON:
         raise Forbidden(_ONLY_AN_ADMIN_TURNS_ON[key.disabled_by])
+    if key.disabled_by is DisabledBy.LEAK:
+        raise Conflict(ROTATE_AFTER_LEAK)
     if not db.users.is_active_member(session, key.account_id, key.user_id):
         raise Conflict(OWNER_GONE)
     key.enabled = True
@@ -373,6 +378,8 @@ def switch_off(
     so that its owner cannot switch it on); audited as an update when it was on."""
     was_on = key.enabled
     key.enabled, key.disabled_by, key.updated_at = False, reason, now
+    if reason is DisabledBy.LEAK:  # the leaked secret may be the one in its grace
+        key.previous_key_digest = key.previous_key_expires_at = None
     session.flush()
     if was_on:
         changed = {"enabled": {"from": True, "to": False}}
@@ -427,6 +434,10 @@ def rotate(
         _set_expiry(key, expires_at, by_admin=caller.is_admin)
     _within_policy(db.policies.of(session, key.account_id), key, now)
     full_key = crypto.generate_api_key()
+    if key.disabled_by is DisabledBy.LEAK:
+        # The leaked secret ends now, whatever grace was asked; the key stays off, for
+        # an admin to switch on.
+        grace, key.disabled_by = timedelta(0), DisabledBy.ADMIN
     if grace > timedelta(0):
         key.previous_key_digest, key.previous_key_expires_at = key.key_digest, now + grace
     else:

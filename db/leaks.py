@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -46,9 +46,11 @@ class Found:
         return cls(given["token"], given.get("type", ""), given.get("url"), given.get("source"))
 
 
-def remember(session: Session, signature: bytes, body: bytes, now: datetime) -> None:
-    """Refuse a report already acted on (409); else note it, in the caller's transaction."""
-    digest = hashlib.sha256(signature + b"\n" + body).hexdigest()
+def remember(session: Session, body: bytes, now: datetime) -> None:
+    """Refuse a report already acted on (409); else note it, in the caller's transaction.
+    A report is its body: the same body under another valid signature (ECDSA's ``s``
+    and ``n - s`` both verify) is the same report."""
+    digest = hashlib.sha256(body).hexdigest()
     if session.get(LeakReport, digest) is not None:
         raise Conflict(REPLAYED)
     try:
@@ -67,10 +69,13 @@ def act_on(
     now: datetime,
 ) -> list[dict[str, str]]:
     """Contain every key among ``found``; the feedback GitHub's program asks for."""
+    keys = _keys_of(session, secrets, {one.token for one in found}, now)
+    contained: set[int] = set()
     feedback = []
     for one in found:
-        key = _key_of(session, secrets, one.token)
-        if key is not None:
+        key = keys.get(one.token)
+        if key is not None and key.id not in contained:  # a token twice: acted on once
+            contained.add(key.id)
             _contain(session, key, one, reporter, now)
         feedback.append(
             {
@@ -82,16 +87,32 @@ def act_on(
     return feedback
 
 
-def _key_of(session: Session, secrets: crypto.Secrets, token: str) -> ApiKey | None:
-    """The key whose current or previous secret ``token`` is, locked; any account."""
-    if not crypto.is_well_formed_api_key(token):
-        return None
-    digests = secrets.api_key_digests(token)
-    return session.scalar(
+def _keys_of(
+    session: Session, secrets: crypto.Secrets, tokens: set[str], now: datetime
+) -> dict[str, ApiKey]:
+    """The keys whose current secret, or previous one within its grace, each token is,
+    in any account: locked together, in id order, as every writer locks keys."""
+    by_digest = {
+        digest: token
+        for token in tokens
+        if crypto.is_well_formed_api_key(token)
+        for digest in secrets.api_key_digests(token)
+    }
+    if not by_digest:
+        return {}
+    in_grace = and_(ApiKey.previous_key_digest.in_(by_digest), ApiKey.previous_key_expires_at > now)
+    keys = session.scalars(
         select(ApiKey)
-        .where(or_(ApiKey.key_digest.in_(digests), ApiKey.previous_key_digest.in_(digests)))
+        .where(or_(ApiKey.key_digest.in_(by_digest), in_grace))
+        .order_by(ApiKey.id)
         .with_for_update(of=ApiKey)
-    )
+    ).all()
+    found: dict[str, ApiKey] = {}
+    for key in keys:
+        for digest in (key.key_digest, key.previous_key_digest):
+            if digest in by_digest:
+                found[by_digest[digest]] = key
+    return found
 
 
 def _contain(session: Session, key: ApiKey, found: Found, reporter: str, now: datetime) -> None:
@@ -100,7 +121,7 @@ def _contain(session: Session, key: ApiKey, found: Found, reporter: str, now: da
     if key.revoked_at is not None:
         taken = "none: already revoked"
     elif how == "disable":
-        taken = "disabled" if key.enabled else "none: already switched off"
+        taken = "disabled" if key.enabled else "switched off for the leak"
         db.api_keys.switch_off(session, caller, key, DisabledBy.LEAK, now)
     else:
         taken = "revoked"

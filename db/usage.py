@@ -152,7 +152,9 @@ def write(session: Session, notes: Notes) -> None:
     if notes.counts:
         _add_counts(session, notes.counts)
     for (key_id, window), exceeded in sorted(notes.exceeded.items()):
-        key = session.get(ApiKey, key_id)
+        # Locked and read afresh: the event shows the key as it is when the event
+        # takes its place among the key's others (in commit order).
+        key = session.get(ApiKey, key_id, with_for_update=True, populate_existing=True)
         if key is not None:
             db.api_keys.tell(
                 session,

@@ -18,13 +18,14 @@ import base64
 import ipaddress
 import random
 import secrets as random_secrets
+import socket
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import ColumnElement, Exists, exists, select, update
+from sqlalchemy import ColumnElement, Exists, exists, func, select, update
 from sqlalchemy import delete as delete_statement
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
@@ -64,6 +65,7 @@ RETRY_DELAYS = (
     timedelta(hours=20),
 )
 ATTEMPTS = 1 + len(RETRY_DELAYS)
+MAX_PER_ACCOUNT = 20
 PRIVATE_TARGET = (
     "The URL points into a private network, to loopback or to a link-local address;"
     " Keyplane sends there only with KEYPLANE_WEBHOOKS_ALLOW_PRIVATE=true"
@@ -78,28 +80,49 @@ def new_secret() -> str:
 def check_url(url: str, *, allow_private: bool) -> None:
     """What can be judged without a lookup: http(s), a host, and no private address
     literal (a name is judged again on each send, by the address it resolves to)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        hostname, _ = parts.hostname, parts.port  # each raises on what is not one
+        ascii_host(hostname or "")
+    except ValueError:
+        raise InvalidInput("The URL's host or port is not valid", ["body", "url"]) from None
+    if parts.scheme.lower() not in ("http", "https") or not hostname:
         raise InvalidInput("The URL must be http:// or https:// with a host", ["body", "url"])
     if parts.username or parts.password:
         raise InvalidInput("The URL must not carry credentials", ["body", "url"])
-    try:
-        parts.port  # noqa: B018 - raises on a port out of range
-    except ValueError:
-        raise InvalidInput("The URL's port is out of range", ["body", "url"]) from None
     if allow_private:
         return
-    host = parts.hostname.rstrip(".").lower()
+    host = hostname.rstrip(".").lower()
     if host == "localhost" or host.endswith(".localhost") or _private_literal(host):
         raise InvalidInput(PRIVATE_TARGET, ["body", "url"])
 
 
+def ascii_host(host: str) -> str:
+    """The host as DNS, ``Host`` and TLS take it (IDNA); ValueError if it has none."""
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError as error:
+        raise ValueError(str(error)) from None
+
+
+# IPv6 ranges that carry an IPv4 address inside (NAT64, 6to4, Teredo, IPv4-compatible)
+# or were once private (site-local): refused, whatever the address inside.
+_TUNNELS = tuple(
+    ipaddress.ip_network(n)
+    for n in ("64:ff9b::/96", "64:ff9b:1::/48", "2002::/16", "2001::/32", "::/96", "fec0::/10")
+)
+
+
 def is_public_address(address: str) -> bool:
     """An address a webhook may go to: globally routable (no loopback, private,
-    link-local, shared, multicast or reserved range; IPv4 mapped into IPv6 as IPv4)."""
+    link-local, shared, multicast or reserved range; IPv4 mapped into IPv6 as IPv4; no
+    IPv6 range that reaches an IPv4 address through a tunnel or translator)."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        elif any(ip in network for network in _TUNNELS):
+            return False
     return ip.is_global and not ip.is_multicast
 
 
@@ -107,6 +130,10 @@ def _private_literal(host: str) -> bool:
     try:
         return not is_public_address(host)
     except ValueError:
+        pass
+    try:  # the forms C's inet_aton reads as IPv4, as resolvers do: 127.1, 0x7f000001
+        return not is_public_address(socket.inet_ntoa(socket.inet_aton(host)))
+    except OSError:
         return False  # a name, not an address
 
 
@@ -129,6 +156,11 @@ def register(
 ) -> tuple[Webhook, str]:
     """A new endpoint and its signing secret, which is shown this once."""
     check_url(given["url"], allow_private=allow_private)
+    held = session.scalar(
+        select(func.count()).select_from(Webhook).where(Webhook.account_id == account_id)
+    )
+    if (held or 0) >= MAX_PER_ACCOUNT:
+        raise Conflict(f"An account has at most {MAX_PER_ACCOUNT} webhook endpoints")
     secret = new_secret()
     webhook = Webhook(
         account_id=account_id,
@@ -176,9 +208,9 @@ def change(
         webhook.url = given["url"]
     if "event_types" in given:
         webhook.event_types = _check_types(given["event_types"] or [])
-    for field in ("description", "enabled"):
-        if field in given:
-            setattr(webhook, field, given[field])
+    for name in ("description", "enabled"):
+        if name in given:
+            setattr(webhook, name, given[name])
     after = shown(webhook)
     changed = {f: {"from": before[f], "to": after[f]} for f in after if before[f] != after[f]}
     if changed:
@@ -415,6 +447,7 @@ def retry(
     delivery.state = DeliveryState.PENDING
     delivery.next_attempt_at = now
     delivery.leased_until = delivery.finished_at = None
+    delivery.attempts = ATTEMPTS - 1  # one attempt more: delivered, or dead again
     session.flush()
     target = ("webhook", webhook_id)
     changes = {"delivery_id": delivery_id, "event_id": delivery.event.uid}
@@ -431,8 +464,8 @@ class Outgoing:
     url: str
     event_id: str
     body: dict[str, Any]
-    secrets: list[str]
-    leased_until: datetime
+    secrets: list[str] = field(repr=False)  # empty: none could be read (``claim``)
+    leased_until: datetime = field(kw_only=True)
 
 
 def anything_due(session: Session, now: datetime) -> bool:
@@ -448,6 +481,17 @@ def claim(
 ) -> list[Outgoing]:
     """Lease up to ``limit`` due deliveries to this sender, oldest event first, none of
     them behind a pending earlier delivery about the same object to the same endpoint."""
+    # Deliveries whose last attempts were claimed and never settled (their sender died
+    # each time, or failed before settling) end dead rather than be tried for ever.
+    session.execute(
+        update(WebhookDelivery)
+        .where(
+            WebhookDelivery.state == DeliveryState.PENDING,
+            WebhookDelivery.attempts >= ATTEMPTS,
+            WebhookDelivery.leased_until <= now,
+        )
+        .values(state=DeliveryState.DEAD, finished_at=now, leased_until=None)
+    )
     earlier = aliased(WebhookDelivery)
     blocked = exists().where(
         earlier.webhook_id == WebhookDelivery.webhook_id,
@@ -455,9 +499,11 @@ def claim(
         earlier.event_id < WebhookDelivery.event_id,
         earlier.state == DeliveryState.PENDING,
     )
+    enabled = select(Webhook.id).where(Webhook.enabled.is_(True))
     due = session.scalars(
         select(WebhookDelivery.id)
         .where(
+            WebhookDelivery.webhook_id.in_(enabled),  # a disabled endpoint's wait
             WebhookDelivery.state == DeliveryState.PENDING,
             WebhookDelivery.next_attempt_at <= now,
             (WebhookDelivery.leased_until.is_(None)) | (WebhookDelivery.leased_until <= now),
@@ -488,11 +534,20 @@ def claim(
             url=webhook.url,
             event_id=delivery.event.uid,
             body=delivery.event.payload,
-            secrets=signing_secrets(webhook, secrets, now),
+            secrets=_readable_secrets(webhook, secrets, now),
             leased_until=leased_until,
         )
         for delivery, webhook in rows
     ]
+
+
+def _readable_secrets(webhook: Webhook, secrets: Secrets, now: datetime) -> list[str]:
+    """The signing secrets, or none if they were sealed under a server secret no longer
+    given (the attempt then fails, this endpoint's alone)."""
+    try:
+        return signing_secrets(webhook, secrets, now)
+    except ValueError:
+        return []
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ def github(body: list[dict[str, Any]]) -> list[dict[str, str]]:
     if public_key is None or not crypto.ecdsa_signed(public_key, signed, raw):
         raise Unauthorized(BAD_SIGNATURE)
     session, now = db.session.current(), current.now()
-    db.leaks.remember(session, signed, raw, now)
+    db.leaks.remember(session, raw, now)
     found = [db.leaks.Found.from_api(one) for one in body]
     return db.leaks.act_on(session, current.secrets, found, reporter="github", now=now)
 

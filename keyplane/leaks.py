@@ -49,7 +49,7 @@ class GitHubKeys:
         self._read_at = time.monotonic()
         try:
             if self.source.startswith("https://"):
-                text = httpx.get(self.source, timeout=5.0, follow_redirects=True).text
+                text = httpx.get(self.source, timeout=5.0).text  # no redirects: https only
             else:
                 text = Path(self.source).read_text()
             listed = json.loads(text)["public_keys"]

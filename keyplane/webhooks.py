@@ -16,6 +16,7 @@ that signs, space-separated).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import socket
@@ -42,6 +43,9 @@ SWEEP_EVERY_SECONDS = 60.0
 KEEP_FINISHED = timedelta(days=30)
 READ_AT_MOST = 64 * 1024  # of an endpoint's answer: its status is what counts
 USER_AGENT = "Keyplane-Webhooks/1"
+# What an attempt's error tells the account's admin: nothing about the operator's DNS.
+NOT_ALLOWED = "not sent: the endpoint's address does not resolve or is not allowed"
+UNREADABLE_SECRET = "not sent: its signing secret was sealed under a retired server secret"  # noqa: S105
 
 
 class Refused(Exception):
@@ -68,8 +72,9 @@ class Sender:
         self.concurrency = concurrency
         self.allow_private = allow_private
         self.expiring_within = expiring_within
-        # A lease outlives the longest send: then a sender that died lets go.
-        self.lease = timedelta(seconds=timeout_seconds + 5)
+        # A lease outlives the longest send and its settling, with room for instances'
+        # clocks to differ: then a sender that died lets go.
+        self.lease = timedelta(seconds=timeout_seconds + 10)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pool: ThreadPoolExecutor | None = None
@@ -156,8 +161,10 @@ class Sender:
             self._in_flight.release()
 
     def send(self, outgoing: Outgoing) -> Outcome:
-        """One attempt: signed now, sent to the checked address, timed."""
+        """One attempt: signed now, sent to the checked address, within the send's time."""
         started = time.monotonic()
+        if not outgoing.secrets:
+            return Outcome(None, 0, UNREADABLE_SECRET)
         body = json.dumps(outgoing.body, separators=(",", ":"), sort_keys=True).encode()
         sent_at = datetime.now(UTC)
         signature = " ".join(
@@ -171,58 +178,62 @@ class Sender:
             "webhook-signature": signature,
         }
         try:
-            url, host = self._target(outgoing.url)
-            status = self._post(url, host, headers, body, started + self.timeout_seconds)
-        except Refused as refused:
-            return Outcome(None, _ms_since(started), str(refused))
-        except httpx.TimeoutException:
+            status = asyncio.run(self._attempt(outgoing.url, headers, body))
+        except Refused:
+            return Outcome(None, _ms_since(started), NOT_ALLOWED)
+        except TimeoutError:
             return Outcome(None, _ms_since(started), "timed out")
         except httpx.HTTPError as error:
             return Outcome(None, _ms_since(started), f"{type(error).__name__}: {error}")
+        except Exception as error:  # a bug: the attempt failed, the delivery goes on
+            logger.exception("webhook delivery %s: unexpected error", outgoing.delivery_id)
+            return Outcome(None, _ms_since(started), type(error).__name__)
         return Outcome(status, _ms_since(started))
 
-    def _target(self, url: str) -> tuple[str, str]:
-        """``url`` with its host replaced by the address it resolves to now, and the
-        host; refused if that address may not be sent to."""
+    async def _attempt(self, url: str, headers: dict[str, str], body: bytes) -> int:
+        """The whole attempt, the lookup included, within the send's time: cancelled at
+        its end however slowly the endpoint trickles its answer."""
+        async with asyncio.timeout(self.timeout_seconds):
+            target, host, port = await self._target(url)
+            default_port = 443 if target.startswith("https:") else 80
+            headers = headers | {"host": host if port == default_port else f"{host}:{port}"}
+            timeout = httpx.Timeout(self.timeout_seconds, connect=min(2.0, self.timeout_seconds))
+            async with (
+                httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False) as c,
+                c.stream(
+                    "POST", target, content=body, headers=headers, extensions={"sni_hostname": host}
+                ) as response,
+            ):
+                read = 0
+                async for chunk in response.aiter_raw():
+                    read += len(chunk)
+                    if read >= READ_AT_MOST:
+                        break
+                return response.status_code
+
+    async def _target(self, url: str) -> tuple[str, str, int]:
+        """``url`` with its host replaced by the address it resolves to now, the host (in
+        IDNA) and the port; ``Refused`` if that address may not be sent to."""
         parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = parts.port or (443 if parts.scheme == "https" else 80)
         try:
-            found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except (OSError, UnicodeError) as error:
-            raise Refused(f"{host} does not resolve: {error}") from None
-        address = str(found[0][4][0])
-        if not self.allow_private and not all(
-            db.webhooks.is_public_address(str(info[4][0])) for info in found
+            host = db.webhooks.ascii_host(parts.hostname or "")
+        except ValueError:
+            raise Refused from None
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        loop = asyncio.get_running_loop()
+        try:
+            found = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError):
+            raise Refused from None
+        addresses = [str(info[4][0]) for info in found]
+        if not addresses or not (
+            self.allow_private or all(db.webhooks.is_public_address(a) for a in addresses)
         ):
-            raise Refused(f"{host} resolves to a private address: not sent")
+            raise Refused
+        address = addresses[0]
         literal = f"[{address}]" if ":" in address else address
         netloc = f"{literal}:{port}"
-        return urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, "")), host
-
-    def _post(
-        self, url: str, host: str, headers: dict[str, str], body: bytes, deadline: float
-    ) -> int:
-        left = max(0.2, deadline - time.monotonic())
-        connect = min(2.0, left / 2)
-        timeout = httpx.Timeout(left - connect, connect=connect)  # connect, then the rest
-        port = urlsplit(url).port
-        default_port = 443 if url.startswith("https:") else 80
-        headers = headers | {"host": host if port == default_port else f"{host}:{port}"}
-        with (
-            httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client,
-            client.stream(
-                "POST", url, content=body, headers=headers, extensions={"sni_hostname": host}
-            ) as response,
-        ):
-            read = 0
-            for chunk in response.iter_raw():
-                read += len(chunk)
-                if read >= READ_AT_MOST or time.monotonic() > deadline:
-                    break
-            if time.monotonic() > deadline:
-                raise httpx.ReadTimeout("the endpoint took longer than the send's time")
-            return response.status_code
+        return urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, "")), host, port
 
 
 def _ms_since(started: float) -> int:

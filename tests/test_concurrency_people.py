@@ -193,6 +193,7 @@ class TestPolicies:
                 "max_key_lifetime_seconds": 86400 * (i + 1),
                 "expiry_required": i % 2 == 0,
                 "member_permissions": ["perm0", "perm1", "perm2"][: i % 4],
+                "on_leak": ["revoke", "disable"][i % 2],
             }
             for i in range(16)
         ]

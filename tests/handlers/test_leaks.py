@@ -7,11 +7,17 @@ configured with, as it would be with GitHub's published keys.
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
 from sqlalchemy import select
 
+import db.api_keys
 from db.models import AuditEvent, Role, WebhookEvent
 from keyplane.leaks import GitHubKeys
 from tests.github import GitHub
@@ -36,6 +42,12 @@ def operator_scanner(app):
     object.__setattr__(runtime, "leak_report_token", OPERATOR_TOKEN)
     yield {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
     object.__setattr__(runtime, "leak_report_token", None)
+
+
+def _report(client, github, *tokens):
+    """The tokens, reported as GitHub reports them."""
+    body, headers = github.signed(_found(*tokens))
+    return client.post("/v1/leaks/github", content=body, headers=headers)
 
 
 def _state(client, factory, admin, key_id):
@@ -122,10 +134,72 @@ class TestGithub:
             headers=factory.auth(admin),
         )
         assert rotated.status_code == 200
-        body, headers = github.signed(_found(old))
-        answer = client.post("/v1/leaks/github", content=body, headers=headers)
+        answer = _report(client, github, old)
         assert answer.json()[0]["label"] == "true_positive"
         assert _state(client, factory, admin, key.id)["status"] == "revoked"
+
+    def test_200_a_key_off_for_a_leak_comes_back_only_rotated(
+        self, client, factory, acme, admin, github
+    ):
+        client.put("/v1/account/policy", json={"on_leak": "disable"}, headers=factory.auth(admin))
+        key, leaked = factory.api_key(admin, acme)
+        body, headers = github.signed(_found(leaked))
+        assert client.post("/v1/leaks/github", content=body, headers=headers).status_code == 200
+        path = f"/v1/api-keys/{key.id}"
+        refused = client.patch(path, json={"enabled": True}, headers=factory.auth(admin))
+        assert refused.status_code == 409
+        assert refused.json() == {"detail": db.api_keys.ROTATE_AFTER_LEAK}
+        rotated = client.post(
+            f"{path}/rotate", json={"grace_period_seconds": 3600}, headers=factory.auth(admin)
+        )
+        assert rotated.status_code == 200
+        assert rotated.json()["disabled_by"] == "admin"  # still off; the grace was not given
+        switched_on = client.patch(path, json={"enabled": True}, headers=factory.auth(admin))
+        assert switched_on.status_code == 200
+        for full_key, valid in ((leaked, False), (rotated.json()["full_key"], True)):
+            answer = client.post(
+                "/v1/keys/verify", json={"key": full_key}, headers=factory.verifier(acme)
+            )
+            assert answer.json()["valid"] is valid
+
+    def test_200_an_old_secret_past_its_grace_is_no_longer_this_keys(
+        self, client, factory, acme, admin, github, clock
+    ):
+        key, old = factory.api_key(admin, acme)
+        client.post(
+            f"/v1/api-keys/{key.id}/rotate",
+            json={"grace_period_seconds": 60},
+            headers=factory.auth(admin),
+        )
+        clock.move(seconds=61)
+        answer = _report(client, github, old)
+        assert answer.json()[0]["label"] == "false_positive"
+        assert _state(client, factory, admin, key.id)["status"] == "active"
+
+    def test_200_a_token_twice_in_one_report_is_acted_on_once(
+        self, client, factory, acme, admin, github
+    ):
+        _, full_key = factory.api_key(admin, acme)
+        answer = _report(client, github, full_key, full_key)
+        assert [f["label"] for f in answer.json()] == ["true_positive", "true_positive"]
+        assert len(_leaks(factory)) == 1
+
+    def test_409_the_same_report_under_the_other_valid_signature(
+        self, client, factory, acme, admin, github
+    ):
+        _, full_key = factory.api_key(admin, acme)
+        body, headers = github.signed(_found(full_key))
+        assert client.post("/v1/leaks/github", content=body, headers=headers).status_code == 200
+        r, s = decode_dss_signature(base64.b64decode(headers["GITHUB-PUBLIC-KEY-SIGNATURE"]))
+        n = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551  # P-256's order
+        twin = base64.b64encode(encode_dss_signature(r, n - s)).decode()
+        again = client.post(
+            "/v1/leaks/github",
+            content=body,
+            headers=headers | {"GITHUB-PUBLIC-KEY-SIGNATURE": twin},
+        )
+        assert again.status_code == 409
+        assert len(_leaks(factory)) == 1
 
     def test_401_unsigned_wrongly_signed_or_by_an_unknown_key_changes_nothing(
         self, client, factory, acme, admin, github

@@ -13,8 +13,9 @@ import pytest
 from sqlalchemy import func, select
 
 import db.webhooks
-from db.models import AuditEvent, Role, WebhookDelivery, WebhookEvent
-from keyplane.webhooks import Sender
+from db.crypto import Secrets
+from db.models import AuditEvent, Role, Webhook, WebhookDelivery, WebhookEvent
+from keyplane.webhooks import NOT_ALLOWED, UNREADABLE_SECRET, Sender
 from tests.receivers import receiving
 
 
@@ -115,6 +116,12 @@ class TestCreate:
             "http://[::1]/h",
             "http://169.254.169.254/latest/meta-data",
             "http://[::ffff:192.168.0.1]/h",
+            "http://[64:ff9b::a00:1]/h",
+            "http://[2002:7f00:1::]/h",
+            "http://[fec0::1]/h",
+            "http://2130706433/h",
+            "http://127.1/h",
+            "http://0x7f000001/h",
         ],
     )
     def test_422_for_a_private_address_unless_allowed(self, client, factory, admin, url):
@@ -129,6 +136,8 @@ class TestCreate:
             {"url": "ftp://a.example/h"},
             {"url": "https://user:pw@a.example/h"},
             {"url": "https://a.example:99999/h"},
+            {"url": "Https://\u00afS\u00cb[;"},
+            {"url": "https://\u00e9\u0301" + "x" * 70 + ".example/h"},
             {"url": "https://a.example/h", "event_types": ["key.exploded"]},
             {"url": "https://a.example/h", "secret": "whsec_mine"},
         ],
@@ -136,6 +145,16 @@ class TestCreate:
     def test_422_for_what_cannot_be_an_endpoint(self, client, factory, admin, body):
         answer = client.post("/v1/webhooks", json=body, headers=factory.auth(admin))
         assert answer.status_code == 422, answer.text
+
+    def test_409_beyond_the_endpoints_an_account_may_have(self, client, factory, acme, admin):
+        for n in range(db.webhooks.MAX_PER_ACCOUNT):
+            factory.webhook(acme, f"https://hooks.example.com/{n}")
+        answer = client.post(
+            "/v1/webhooks", json={"url": "https://one.example/more"}, headers=factory.auth(admin)
+        )
+        assert answer.status_code == 409
+        listed = client.get("/v1/webhooks?limit=100", headers=factory.auth(admin)).json()
+        assert len(listed["items"]) == db.webhooks.MAX_PER_ACCOUNT
 
 
 class TestList:
@@ -539,7 +558,7 @@ class TestEvents:
             assert receiver.received == []
         (delivery,) = _deliveries(client, factory, admin, made["id"])
         assert delivery["state"] == "pending"
-        assert "private address" in delivery["attempts"][0]["error"]
+        assert delivery["attempts"][0]["error"] == NOT_ALLOWED
 
     def test_usage_exceeded_once_per_key_and_window_whatever_the_workers(
         self, app, client, factory, acme, admin, private_allowed
@@ -604,3 +623,52 @@ class TestEvents:
         assert sum("FROM webhooks" in s for s in statements) == 3
         with factory.sessions() as session:
             assert session.scalars(select(WebhookEvent)).all() == []
+
+    def test_a_disabled_endpoints_deliveries_wait_until_it_is_enabled(
+        self, client, factory, admin, sender
+    ):
+        with receiving() as receiver:
+            made = _register(client, factory, admin, receiver.url)
+            _key(client, factory, admin)
+            path = f"/v1/webhooks/{made['id']}"
+            client.patch(path, json={"enabled": False}, headers=factory.auth(admin))
+            assert sender.send_due(datetime.now(UTC)) == 0
+            client.patch(path, json={"enabled": True}, headers=factory.auth(admin))
+            _drain(sender)
+            (message,) = receiver.wait_for(1)
+        assert message.verified(made["secret"])["type"] == "key.created"
+
+    def test_a_dead_delivery_retried_gets_one_attempt_more(self, client, factory, admin, sender):
+        with receiving(then=500) as receiver:
+            made = _register(client, factory, admin, receiver.url)
+            _key(client, factory, admin)
+            for delay in (timedelta(0), *db.webhooks.RETRY_DELAYS):
+                assert sender.send_due(datetime.now(UTC) + delay) == 1
+            (dead,) = _deliveries(client, factory, admin, made["id"], state="dead")
+            retried = client.post(
+                f"/v1/webhooks/{made['id']}/deliveries/{dead['id']}/retry",
+                headers=factory.auth(admin),
+            )
+            assert retried.status_code == 202
+            assert sender.send_due(datetime.now(UTC)) == 1
+            assert sender.send_due(datetime.now(UTC) + timedelta(days=3)) == 0
+            receiver.wait_for(db.webhooks.ATTEMPTS + 1)
+        (again,) = _deliveries(client, factory, admin, made["id"], state="dead")
+        assert len(again["attempts"]) == db.webhooks.ATTEMPTS + 1
+
+    def test_an_unreadable_secret_fails_its_endpoint_alone(
+        self, client, factory, acme, admin, sender
+    ):
+        with receiving() as receiver:
+            good = _register(client, factory, admin, receiver.url, description="good")
+            lost = _register(client, factory, admin, receiver.url, description="lost")
+            retired = Secrets.derive("a server secret this server no longer has" + "x" * 8)
+            with factory.sessions() as session, session.begin():
+                webhook = session.get(Webhook, lost["id"])
+                webhook.secret_sealed = retired.seal("whsec_" + "A" * 43)
+            _key(client, factory, admin)
+            _drain(sender)
+            (message,) = receiver.wait_for(1)
+        assert message.verified(good["secret"])["type"] == "key.created"
+        (failed,) = _deliveries(client, factory, admin, lost["id"])
+        assert failed["attempts"][0]["error"] == UNREADABLE_SECRET
