@@ -23,10 +23,10 @@ from connexion import AsyncApp
 from connexion.resolver import Resolver
 from sqlalchemy.engine import make_url
 
-from db.crypto import Secrets
-from db.engine import Limits
-from db.lookups import PostgresLookups
 from keyplane.app import SPEC_PATH
+from keyplane.db.crypto import Secrets
+from keyplane.db.engine import Limits
+from keyplane.db.lookups import PostgresLookups
 
 VERIFY = "/v1/keys/verify"
 SQL = "SELECT id FROM api_keys WHERE key_digest = {}"

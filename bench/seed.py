@@ -14,14 +14,11 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import insert, update
 from sqlalchemy.orm import Session
 
-import db.accounts
-import db.api_keys
-import db.audit
-import db.migrate
-from db import crypto
-from db.engine import for_writing, make_engine
-from db.models import ApiKey, ApiKeyPermission, RateLimit
-from db.permissions import VERIFY
+from keyplane import db
+from keyplane.db import crypto
+from keyplane.db.engine import for_writing, make_engine
+from keyplane.db.models import ApiKey, ApiKeyPermission, RateLimit
+from keyplane.db.permissions import VERIFY
 
 BATCH = 10_000
 HELD = "readApplications"

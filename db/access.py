@@ -11,15 +11,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-import db.api_keys
-import db.audit
-from db import crypto
-from db.authority import INVALID_CREDENTIALS, Authority
-from db.errors import Forbidden, Unauthorized
-from db.lookups import Code, Found, Lookups, judge
-from db.models import Role
-from db.permissions import VERIFY
-from db.usage import Usage
+from keyplane import db
+from keyplane.db import crypto
+from keyplane.db.authority import INVALID_CREDENTIALS, Authority
+from keyplane.db.errors import Forbidden, Unauthorized
+from keyplane.db.lookups import Code, Found, Lookups, judge
+from keyplane.db.models import Role
+from keyplane.db.permissions import VERIFY
+from keyplane.db.usage import Usage
 
 NOT_AUTHENTICATED = "Not authenticated"
 KEYS_CANNOT_MANAGE_KEYS = "API keys cannot create, update, rotate or revoke API keys"

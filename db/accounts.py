@@ -7,13 +7,11 @@ from datetime import datetime
 from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 
-import db.api_keys
-import db.authority
-import db.webhooks
-from db import audit, permissions, users
-from db.audit import Actor
-from db.errors import Conflict, NotFound
-from db.models import Account, DisabledBy, Membership, Role, User
+from keyplane import db
+from keyplane.db import audit, permissions, users
+from keyplane.db.audit import Actor
+from keyplane.db.errors import Conflict, NotFound
+from keyplane.db.models import Account, DisabledBy, Membership, Role, User
 
 MEMBER_NOT_FOUND = "User not found in this account"
 LAST_ADMIN = "An account keeps at least one admin: make another member admin first"

@@ -27,19 +27,13 @@ from sqlalchemy import update as update_statement
 from sqlalchemy.orm import Session, joinedload, lazyload, selectinload
 from sqlalchemy.orm.attributes import flag_modified
 
-import db.audit
-import db.limits
-import db.permissions
-import db.policies
-import db.session
-import db.users
-import db.webhooks
-from db import crypto
-from db.errors import Conflict, Forbidden, NotFound
-from db.meta import check_meta
-from db.models import ApiKey, ApiKeyPermission, DisabledBy, KeyStatus, key_status_clause
-from db.pages import Page, newest_first
-from db.timefmt import rfc3339
+from keyplane import db
+from keyplane.db import crypto
+from keyplane.db.errors import Conflict, Forbidden, NotFound
+from keyplane.db.meta import check_meta
+from keyplane.db.models import ApiKey, ApiKeyPermission, DisabledBy, KeyStatus, key_status_clause
+from keyplane.db.pages import Page, newest_first
+from keyplane.db.timefmt import rfc3339
 
 NOT_FOUND_MESSAGE = "API key not found"
 _CANNOT_ROTATE = {

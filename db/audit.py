@@ -9,8 +9,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from db.models import AuditEvent
-from db.pages import Page, newest_first
+from keyplane.db.models import AuditEvent
+from keyplane.db.pages import Page, newest_first
 
 
 @dataclass(frozen=True)

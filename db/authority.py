@@ -32,8 +32,16 @@ from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.selectable import GenerativeSelect
 
-from db.errors import Forbidden, Unauthorized
-from db.models import ApiKey, ApiKeyPermission, KeyStatus, Membership, Role, User, key_status_clause
+from keyplane.db.errors import Forbidden, Unauthorized
+from keyplane.db.models import (
+    ApiKey,
+    ApiKeyPermission,
+    KeyStatus,
+    Membership,
+    Role,
+    User,
+    key_status_clause,
+)
 
 INVALID_CREDENTIALS = "Could not validate credentials"
 NO_LONGER_A_MEMBER = "You are no longer a member of this account"

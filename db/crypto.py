@@ -27,8 +27,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from db import usernames
-from db.errors import Unavailable
+from keyplane.db import usernames
+from keyplane.db.errors import Unavailable
 
 API_KEY_PREFIX = "kp_"
 _ALPHABET = string.digits + string.ascii_letters

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from db.models import Heartbeat
+from keyplane.db.models import Heartbeat
 
 
 def beat(session: Session, now: datetime) -> None:

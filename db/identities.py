@@ -15,13 +15,11 @@ from typing import Any
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-import db.audit
-import db.limits
-import db.session
-from db.errors import NotFound
-from db.meta import check_meta
-from db.models import Identity
-from db.pages import Page, newest_first
+from keyplane import db
+from keyplane.db.errors import NotFound
+from keyplane.db.meta import check_meta
+from keyplane.db.models import Identity
+from keyplane.db.pages import Page, newest_first
 
 NOT_FOUND = "Identity not found"
 FIELDS = ("meta", "credits", "ratelimits")

@@ -22,12 +22,10 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-import db.api_keys
-import db.audit
-import db.policies
-from db import crypto
-from db.errors import Conflict
-from db.models import ApiKey, DisabledBy, LeakReport
+from keyplane import db
+from keyplane.db import crypto
+from keyplane.db.errors import Conflict
+from keyplane.db.models import ApiKey, DisabledBy, LeakReport
 
 REPLAYED = "This report was received before: it changes nothing"
 

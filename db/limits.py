@@ -36,13 +36,11 @@ from sqlalchemy import Table, bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-import db.audit
-import db.authority
-import db.session
-from db.authority import Authority
-from db.errors import Conflict, NotFound
-from db.lookups import Found
-from db.models import (
+from keyplane import db
+from keyplane.db.authority import Authority
+from keyplane.db.errors import Conflict, NotFound
+from keyplane.db.lookups import Found
+from keyplane.db.models import (
     ApiKey,
     Credited,
     Identity,

@@ -26,10 +26,10 @@ from sqlalchemy import case, delete, literal, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-import db.session
-from db import accounts, audit, crypto
-from db.errors import TooManyRequests
-from db.models import LoginThrottle, User, UTCDateTime
+from keyplane import db
+from keyplane.db import accounts, audit, crypto
+from keyplane.db.errors import TooManyRequests
+from keyplane.db.models import LoginThrottle, User, UTCDateTime
 
 
 @dataclass(frozen=True)

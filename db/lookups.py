@@ -39,9 +39,9 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.dialects.postgresql import asyncpg as postgresql_asyncpg
 from sqlalchemy.engine import URL, Dialect, make_url
 
-from db.engine import Limits, postgresql_server_settings
-from db.errors import Unavailable
-from db.models import (
+from keyplane.db.engine import Limits, postgresql_server_settings
+from keyplane.db.errors import Unavailable
+from keyplane.db.models import (
     ApiKey,
     ApiKeyPermission,
     Identity,

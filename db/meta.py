@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from db.errors import InvalidInput
+from keyplane.db.errors import InvalidInput
 
 MAX_META_BYTES = 4096
 

@@ -16,7 +16,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, text
 
-from db.engine import for_writing
+from keyplane.db.engine import for_writing
 
 # pg_advisory_xact_lock's key for "the schema is being migrated" ("kpmigrat" in ASCII).
 MIGRATION_LOCK = 0x6B706D6967726174
@@ -24,7 +24,7 @@ MIGRATION_LOCK = 0x6B706D6967726174
 
 def _config() -> Config:
     config = Config()
-    config.set_main_option("script_location", "db:migrations")
+    config.set_main_option("script_location", "keyplane.db:migrations")
     return config
 
 

@@ -16,9 +16,9 @@ from sqlalchemy import ColumnElement, exists, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-import db.audit
-from db.errors import Conflict, NotFound, UnknownPermissions
-from db.models import ApiKeyPermission, Permission
+from keyplane import db
+from keyplane.db.errors import Conflict, NotFound, UnknownPermissions
+from keyplane.db.models import ApiKeyPermission, Permission
 
 # The catalog every new account starts with (migration 0002 gave it to older ones).
 DEFAULT_CATALOG = (

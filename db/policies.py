@@ -21,10 +21,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-import db.audit
-import db.permissions
-from db.errors import Forbidden, NotFound
-from db.models import Account
+from keyplane import db
+from keyplane.db.errors import Forbidden, NotFound
+from keyplane.db.models import Account
 
 MAX_LIFETIME_SECONDS = 10 * 365 * 24 * 3600  # the spec's bound: ten years
 

@@ -20,8 +20,8 @@ from collections.abc import Sequence
 
 import redis
 
-from db.errors import Unavailable
-from db.limits import Counted, Ledger, Window
+from keyplane.db.errors import Unavailable
+from keyplane.db.limits import Counted, Ledger, Window
 
 REDIS_UNAVAILABLE = "Rate limits are unavailable (Redis cannot be reached); try again shortly"
 RETRY_AFTER_SECONDS = 1

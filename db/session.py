@@ -26,7 +26,7 @@ from sqlalchemy import Engine, Select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.engine import for_writing
+from keyplane.db.engine import for_writing
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from db.errors import InvalidInput
+from keyplane.db.errors import InvalidInput
 
 
 def rfc3339(moment: datetime | None) -> str | None:

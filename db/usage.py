@@ -25,9 +25,9 @@ from sqlalchemy import bindparam, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-import db.api_keys
-from db.lookups import Found
-from db.models import ApiKey, UsageCount
+from keyplane import db
+from keyplane.db.lookups import Found
+from keyplane.db.models import ApiKey, UsageCount
 
 # (account id, hour since the epoch, key id or 0, external_id or "", code, tag or "")
 CountedAs = tuple[int, int, int, str, str, str]

@@ -8,11 +8,10 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-import db.audit
-import db.authority
-from db import usernames
-from db.errors import Conflict, InvalidInput, NotFound
-from db.models import Membership, User
+from keyplane import db
+from keyplane.db import usernames
+from keyplane.db.errors import Conflict, InvalidInput, NotFound
+from keyplane.db.models import Membership, User
 
 
 def create(

@@ -30,12 +30,12 @@ from sqlalchemy import delete as delete_statement
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 
-import db.audit
-from db.crypto import Secrets
-from db.errors import Conflict, InvalidInput, NotFound
-from db.models import DeliveryState, Webhook, WebhookAttempt, WebhookDelivery, WebhookEvent
-from db.pages import Page, newest_first
-from db.timefmt import rfc3339
+from keyplane import db
+from keyplane.db.crypto import Secrets
+from keyplane.db.errors import Conflict, InvalidInput, NotFound
+from keyplane.db.models import DeliveryState, Webhook, WebhookAttempt, WebhookDelivery, WebhookEvent
+from keyplane.db.pages import Page, newest_first
+from keyplane.db.timefmt import rfc3339
 
 EVENT_TYPES = (
     "key.created",

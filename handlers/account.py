@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import db.policies
-import db.session
-from db.policies import Policy
-from handlers.context import current_actor, runtime
+from keyplane import db
+from keyplane.db.policies import Policy
+from keyplane.handlers.context import current_actor, runtime
 
 
 def get_policy() -> dict[str, Any]:

@@ -5,12 +5,11 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-import db.api_keys
-import db.session
-from db.access import Actor
-from db.models import ApiKey, KeyStatus
-from db.timefmt import parse_rfc3339
-from handlers.context import current_actor, runtime
+from keyplane import db
+from keyplane.db.access import Actor
+from keyplane.db.models import ApiKey, KeyStatus
+from keyplane.db.timefmt import parse_rfc3339
+from keyplane.handlers.context import current_actor, runtime
 
 
 def _key_manager() -> Actor:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import db.audit
-import db.session
-from db.models import AuditEvent
-from db.timefmt import rfc3339
-from handlers.context import current_actor
+from keyplane import db
+from keyplane.db.models import AuditEvent
+from keyplane.db.timefmt import rfc3339
+from keyplane.handlers.context import current_actor
 
 
 def list(  # noqa: A001 - the operationId is audit_events.list

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import db.logins
-import db.session
-import db.users
-from db.errors import OAuthError
-from handlers.context import NO_STORE, runtime
+from keyplane import db
+from keyplane.db.errors import OAuthError
+from keyplane.handlers.context import NO_STORE, runtime
 
 
 def token(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:

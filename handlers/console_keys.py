@@ -8,14 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import db.api_keys
-import db.pages
-import db.session
-from db.access import Actor
-from db.errors import NotFound
-from db.models import ApiKey
-from db.timefmt import parse_rfc3339, rfc3339
-from handlers.context import current_actor, runtime
+from keyplane import db
+from keyplane.db.access import Actor
+from keyplane.db.errors import NotFound
+from keyplane.db.models import ApiKey
+from keyplane.db.timefmt import parse_rfc3339, rfc3339
+from keyplane.handlers.context import current_actor, runtime
 
 SUCCESS = {"success": True}
 ADMINS_ONLY = "Only account administrators can manage API keys"

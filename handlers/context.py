@@ -17,15 +17,14 @@ import connexion
 from anyio import CapacityLimiter
 from connexion.context import context
 
-import db.authority
-import db.session
-from db import crypto
-from db.access import Actor, Principal, resolve_actor
-from db.batches import Batches
-from db.limits import DatabaseWindows, Outcome, Spend, Windows
-from db.logins import SignIn
-from db.lookups import Lookups
-from db.usage import Usage
+from keyplane import db
+from keyplane.db import crypto
+from keyplane.db.access import Actor, Principal, resolve_actor
+from keyplane.db.batches import Batches
+from keyplane.db.limits import DatabaseWindows, Outcome, Spend, Windows
+from keyplane.db.logins import SignIn
+from keyplane.db.lookups import Lookups
+from keyplane.db.usage import Usage
 
 # An answer that carries a token (RFC 6749 §5.1).
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}

@@ -13,11 +13,9 @@ from typing import Any
 from anyio import to_thread
 from sqlalchemy.exc import SQLAlchemyError
 
-import db.heartbeat
-import db.migrate
-import db.session
-from db.errors import Unavailable
-from handlers.context import runtime
+from keyplane import db
+from keyplane.db.errors import Unavailable
+from keyplane.handlers.context import runtime
 
 
 async def live() -> dict[str, str]:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import db.identities
-import db.session
-from db.access import Actor
-from db.timefmt import rfc3339
-from handlers.context import current_actor, runtime
+from keyplane import db
+from keyplane.db.access import Actor
+from keyplane.db.timefmt import rfc3339
+from keyplane.handlers.context import current_actor, runtime
 
 USERS_ONLY = "API keys cannot manage identities"
 

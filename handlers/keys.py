@@ -17,15 +17,14 @@ import connexion
 from connexion.context import context
 from prometheus_client import Counter
 
-import db.access
-import db.limits
-from db import crypto
-from db.authority import INVALID_CREDENTIALS
-from db.errors import Unauthorized
-from db.lookups import Code, Found, judge
-from db.timefmt import rfc3339
-from db.usage import hour_of
-from handlers.context import note, runtime
+from keyplane import db
+from keyplane.db import crypto
+from keyplane.db.authority import INVALID_CREDENTIALS
+from keyplane.db.errors import Unauthorized
+from keyplane.db.lookups import Code, Found, judge
+from keyplane.db.timefmt import rfc3339
+from keyplane.db.usage import hour_of
+from keyplane.handlers.context import note, runtime
 
 VERIFICATIONS = Counter("keyplane_verifications_total", "Verify outcomes", ["code"])
 

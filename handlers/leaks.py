@@ -10,11 +10,10 @@ from typing import Any
 import connexion
 import flask
 
-import db.leaks
-import db.session
-from db import crypto
-from db.errors import Unauthorized
-from handlers.context import runtime
+from keyplane import db
+from keyplane.db import crypto
+from keyplane.db.errors import Unauthorized
+from keyplane.handlers.context import runtime
 
 UNSIGNED = "A report must be signed: GITHUB-PUBLIC-KEY-IDENTIFIER and GITHUB-PUBLIC-KEY-SIGNATURE"
 BAD_SIGNATURE = "The report's signature does not verify under a key GitHub publishes"

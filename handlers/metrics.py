@@ -11,8 +11,8 @@ import os
 
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest, multiprocess
 
-from db.errors import NotFound
-from handlers.context import runtime
+from keyplane.db.errors import NotFound
+from keyplane.handlers.context import runtime
 
 # The classic text format generate_latest() writes (the spec names this media type).
 CONTENT_TYPE = "text/plain; version=0.0.4"

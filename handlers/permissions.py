@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import db.permissions
-import db.session
-from db.models import Permission
-from db.timefmt import rfc3339
-from handlers.context import current_actor, runtime
+from keyplane import db
+from keyplane.db.models import Permission
+from keyplane.db.timefmt import rfc3339
+from keyplane.handlers.context import current_actor, runtime
 
 USERS_ONLY = "API keys cannot manage permissions"
 

@@ -13,11 +13,10 @@ from typing import Any
 import connexion
 from anyio import to_thread
 
-import db.limits
-import db.session
-from db.access import Actor, resolve_actor
-from db.timefmt import rfc3339
-from handlers.context import current_actor, current_principal, note, runtime
+from keyplane import db
+from keyplane.db.access import Actor, resolve_actor
+from keyplane.db.timefmt import rfc3339
+from keyplane.handlers.context import current_actor, current_principal, note, runtime
 
 ADMINS_ONLY = "Only an account's admins spend or set its standalone rate limits"
 SPENDERS_ONLY = (

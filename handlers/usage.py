@@ -11,12 +11,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import db.api_keys
-import db.session
-import db.usage
-from db.access import Actor
-from db.timefmt import parse_rfc3339, rfc3339
-from handlers.context import current_actor, runtime
+from keyplane import db
+from keyplane.db.access import Actor
+from keyplane.db.timefmt import parse_rfc3339, rfc3339
+from keyplane.handlers.context import current_actor, runtime
 
 KEYS_CANNOT_READ_USAGE = "API keys cannot read usage"
 

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import db.accounts
-import db.logins
-import db.session
-import db.users
-from db.errors import Conflict, Forbidden
-from db.models import Membership, Role, User
-from db.timefmt import rfc3339
-from handlers.context import NO_STORE, current_actor, current_principal, runtime
+from keyplane import db
+from keyplane.db.errors import Conflict, Forbidden
+from keyplane.db.models import Membership, Role, User
+from keyplane.db.timefmt import rfc3339
+from keyplane.handlers.context import NO_STORE, current_actor, current_principal, runtime
 
 USERS_ONLY = "API keys cannot manage users"
 

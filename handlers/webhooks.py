@@ -6,11 +6,10 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-import db.session
-import db.webhooks
-from db.access import Actor
-from db.models import DeliveryState
-from handlers.context import NO_STORE, current_actor, runtime
+from keyplane import db
+from keyplane.db.access import Actor
+from keyplane.db.models import DeliveryState
+from keyplane.handlers.context import NO_STORE, current_actor, runtime
 
 USERS_ONLY = "API keys cannot manage webhooks"
 

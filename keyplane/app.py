@@ -50,20 +50,20 @@ from starlette.staticfiles import StaticFiles
 from starlette.testclient import TestClient
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-import db.limits
-from db.batches import Batches
-from db.crypto import PasswordHashing, Secrets
-from db.engine import make_engine
-from db.limits import DatabaseWindows
-from db.logins import SignIn
-from db.lookups import lookups_for
-from db.redis_windows import RedisWindows
-from db.session import Sessions
-from db.usage import Usage
-from handlers.context import Runtime
+from keyplane import db
 from keyplane.background import Flusher
+from keyplane.db.batches import Batches
+from keyplane.db.crypto import PasswordHashing, Secrets
+from keyplane.db.engine import make_engine
+from keyplane.db.limits import DatabaseWindows
+from keyplane.db.logins import SignIn
+from keyplane.db.lookups import lookups_for
+from keyplane.db.redis_windows import RedisWindows
+from keyplane.db.session import Sessions
+from keyplane.db.usage import Usage
 from keyplane.deadline import Deadline
 from keyplane.guards import DocsPages, Guards
+from keyplane.handlers.context import Runtime
 from keyplane.leaks import GitHubKeys
 from keyplane.middleware import RequestScope
 from keyplane.problems import CONSOLE_PREFIX, Problems, error_response, timed_out
@@ -81,7 +81,7 @@ SPEC_PATH = (
     if _CHECKOUT_SPEC.exists()
     else Path(__file__).resolve().parent / "openapi" / "swagger.yaml"
 )
-HANDLERS = "handlers"  # operationId `api_keys.update` is handlers/api_keys.py:update
+HANDLERS = "keyplane.handlers"  # operationId `api_keys.update` is handlers/api_keys.py:update
 VERIFIER: dict[str, list[str]] = {"VerifierCredential": []}  # verify's security requirement
 DOCS = "/docs"  # the documentation site, once built (Swagger UI links to it)
 

@@ -11,11 +11,10 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.exc import SQLAlchemyError
 
-import db.limits
-import db.usage
-from db.limits import Windows
-from db.session import Sessions
-from db.usage import Usage
+from keyplane import db
+from keyplane.db.limits import Windows
+from keyplane.db.session import Sessions
+from keyplane.db.usage import Usage
 
 logger = logging.getLogger("keyplane.background")
 

@@ -29,18 +29,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-import db.accounts
-import db.api_keys
-import db.audit
-import db.engine
-import db.migrate
-import db.usage
-import db.users
-from db import crypto
-from db.engine import make_engine
-from db.errors import KeyplaneError, NotFound
-from db.models import Account, ApiKey, Role, User
-from db.timefmt import parse_rfc3339, rfc3339
+from keyplane import __version__, db
+from keyplane.db import crypto
+from keyplane.db.engine import make_engine
+from keyplane.db.errors import KeyplaneError, NotFound
+from keyplane.db.models import Account, ApiKey, Role, User
+from keyplane.db.timefmt import parse_rfc3339, rfc3339
 from keyplane.settings import Settings, SettingsError
 
 # Applied by uvicorn in every worker: request lines (JSON) on stdout, the rest on stderr.
@@ -194,6 +188,7 @@ T = TypeVar("T")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", "-V", prog_name="keyplane", message="%(prog)s %(version)s")
 def main() -> None:
     """Keyplane's operator command line (KEYPLANE_DATABASE_URL picks the database)."""
 
@@ -522,7 +517,7 @@ def _run_server(settings: Settings, host: str, port: int, workers: int, plane: s
     if settings.metrics.isdigit():
         from prometheus_client import start_http_server
 
-        from handlers import metrics
+        from keyplane.handlers import metrics
 
         start_http_server(int(settings.metrics), addr=host, registry=metrics.registry())
     uvicorn.run(

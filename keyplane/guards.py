@@ -32,7 +32,7 @@ from collections.abc import Callable
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from db.errors import KeyplaneError
+from keyplane.db.errors import KeyplaneError
 
 # No id or parameter of the API comes close; Python could not even parse a longer number.
 MAX_URL_BYTES = 2048

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-import db.session
-from handlers import context
+from keyplane import db
+from keyplane.handlers import context
 
 
 class RequestScope:

@@ -30,8 +30,9 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
-from db import access
-from db.errors import (
+from keyplane import deadline
+from keyplane.db import access
+from keyplane.db.errors import (
     InvalidInput,
     KeyplaneError,
     OAuthError,
@@ -39,7 +40,6 @@ from db.errors import (
     Unauthorized,
     Unavailable,
 )
-from keyplane import deadline
 from keyplane.validation import RequestInvalid, describe, detail
 
 logger = logging.getLogger("keyplane.errors")

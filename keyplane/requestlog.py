@@ -18,8 +18,8 @@ from datetime import UTC, datetime
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from handlers import context
 from keyplane import metrics
+from keyplane.handlers import context
 
 logger = logging.getLogger("keyplane.requests")
 _ACCEPTABLE_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")

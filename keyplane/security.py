@@ -18,9 +18,9 @@ from connexion.security import SECURITY_HANDLERS
 from connexion.utils import inspect_function_arguments
 from starlette.requests import Request
 
-import db.access
-from db import crypto
-from handlers.context import note, runtime
+from keyplane import db
+from keyplane.db import crypto
+from keyplane.handlers.context import note, runtime
 
 
 async def bearer_info(token: str, request: Request) -> dict[str, Any]:

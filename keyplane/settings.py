@@ -19,7 +19,7 @@ from typing import TypeVar
 
 from sqlalchemy.engine import make_url
 
-from db.engine import DEFAULT_DATABASE_URL, Limits
+from keyplane.db.engine import DEFAULT_DATABASE_URL, Limits
 
 MIN_SECRET_BYTES = 32
 N = TypeVar("N", int, float)

@@ -30,11 +30,9 @@ from connexion.resolver import RelativeResolver
 from flask import Response as FlaskResponse
 from sqlalchemy.orm import Session
 
-import db.authority
-import db.session
-from db.errors import KeyplaneError, Unavailable
-from handlers.context import claimed_principal
-from keyplane import deadline
+from keyplane import db, deadline
+from keyplane.db.errors import KeyplaneError, Unavailable
+from keyplane.handlers.context import claimed_principal
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 

@@ -30,11 +30,10 @@ import httpx
 from sqlalchemy.exc import SQLAlchemyError
 from standardwebhooks import Webhook
 
-import db.api_keys
-import db.webhooks
-from db.crypto import Secrets
-from db.session import Sessions
-from db.webhooks import Outcome, Outgoing
+from keyplane import db
+from keyplane.db.crypto import Secrets
+from keyplane.db.session import Sessions
+from keyplane.db.webhooks import Outcome, Outgoing
 
 logger = logging.getLogger("keyplane.webhooks")
 

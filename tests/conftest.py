@@ -23,11 +23,11 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.testclient import TestClient
 
-import db.migrate
-from db.crypto import Secrets
-from db.engine import make_engine
-from db.models import Base
+from keyplane import db
 from keyplane.app import Keyplane, create_app
+from keyplane.db.crypto import Secrets
+from keyplane.db.engine import make_engine
+from keyplane.db.models import Base
 from keyplane.settings import Settings
 from tests.factories import Factory
 

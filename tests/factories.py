@@ -10,16 +10,11 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
-import db.accounts
-import db.api_keys
-import db.audit
-import db.identities
-import db.users
-import db.webhooks
-from db import crypto
-from db.engine import for_writing
-from db.models import Account, ApiKey, Membership, Role, User
-from db.permissions import VERIFY
+from keyplane import db
+from keyplane.db import crypto
+from keyplane.db.engine import for_writing
+from keyplane.db.models import Account, ApiKey, Membership, Role, User
+from keyplane.db.permissions import VERIFY
 
 PASSWORD = "correct-horse-battery-staple"
 _names = itertools.count(1)

@@ -43,7 +43,7 @@ from typing import Any
 import schemathesis
 from schemathesis.openapi.checks import UseAfterFree
 
-import db.permissions
+from keyplane import db
 
 CATALOG = [permission_id for permission_id, _ in db.permissions.DEFAULT_CATALOG]
 POLICY = "/v1/account/policy"

@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 import httpx
 
-from db.permissions import VERIFY
+from keyplane.db.permissions import VERIFY
 from tests.conftest import TEST_SECRET
 from tests.servers import keyplane_env, serving, wait_until_up
 

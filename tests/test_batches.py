@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import pytest
 from anyio import CapacityLimiter
 
-from db.batches import Batches
+from keyplane.db.batches import Batches
 
 
 class Recorder:

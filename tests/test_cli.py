@@ -16,10 +16,10 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from db.crypto import Secrets
-from db.engine import make_engine
-from db.models import Account, ApiKey, AuditEvent, Role, User
-from db.permissions import VERIFY
+from keyplane.db.crypto import Secrets
+from keyplane.db.engine import make_engine
+from keyplane.db.models import Account, ApiKey, AuditEvent, Role, User
+from keyplane.db.permissions import VERIFY
 from tests.conftest import TEST_SECRET
 from tests.factories import Factory
 from tests.servers import KEYPLANE, keyplane_env, serving, wait_until_up

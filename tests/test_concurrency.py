@@ -18,7 +18,7 @@ from typing import ClassVar
 
 import pytest
 
-from db.permissions import VERIFY
+from keyplane.db.permissions import VERIFY
 from tests.live import (
     CATALOG,
     Answer,

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from db import crypto
+from keyplane.db import crypto
 
 SECRETS = crypto.Secrets.derive("one-server-secret-of-sufficient-length-123")
 

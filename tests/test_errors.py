@@ -8,8 +8,8 @@ import time
 import pytest
 from sqlalchemy import Connection
 
-from db.models import Role
 from keyplane.app import create_app
+from keyplane.db.models import Role
 from keyplane.settings import Settings
 from tests.conftest import TEST_SECRET
 from tests.factories import PASSWORD
@@ -221,7 +221,7 @@ def test_a_path_connexion_does_not_route_never_reaches_a_handler(
     """Found by Schemathesis: Flask's router took paths Connexion's refused."""
     admin = factory.user(factory.account(), Role.ADMIN)
     reached = []
-    for module in ("handlers.console_keys", "handlers.permissions"):
+    for module in ("keyplane.handlers.console_keys", "keyplane.handlers.permissions"):
         monkeypatch.setattr(f"{module}.current_actor", lambda: reached.append(path))
     response = client.request(
         method,

@@ -16,8 +16,8 @@ import pytest
 import yaml
 from openapi_schema_validator import OAS30Validator, oas30_format_checker
 
-from db.models import Role
 from keyplane.app import SPEC_PATH
+from keyplane.db.models import Role
 from tests.test_spec import _operations
 
 SPEC = yaml.safe_load(SPEC_PATH.read_text())

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from db.engine import make_engine
+from keyplane.db.engine import make_engine
 from tests.faults import Proxy, descendants, disk_full, largest_file
 from tests.live import Live, live_server
 

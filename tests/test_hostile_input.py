@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from db.models import ApiKey, Base, Role
+from keyplane.db.models import ApiKey, Base, Role
 from tests.factories import PASSWORD
 from tests.live import live_server
 from tests.test_errors import CONSOLE_BODY

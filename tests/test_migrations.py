@@ -7,11 +7,9 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, text
 from sqlalchemy.orm import Session
 
-import db.migrate
-import db.permissions
-import db.users
-from db.engine import make_engine
-from db.models import Base
+from keyplane import db
+from keyplane.db.engine import make_engine
+from keyplane.db.models import Base
 
 
 def test_migrations_match_the_models(engine):

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from db.models import Role
+from keyplane.db.models import Role
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import CHECKS, load_all_checks
 
-from db.models import Role
+from keyplane.db.models import Role
 from tests.conftest import METRICS_TOKEN
 from tests.fuzzing import METRICS_TOKEN_VARIABLE
 

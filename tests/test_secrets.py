@@ -8,11 +8,11 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
-import db.migrate
-from db.crypto import Secrets
-from db.engine import make_engine
-from db.models import Base, Role
+from keyplane import db
 from keyplane.app import create_app
+from keyplane.db.crypto import Secrets
+from keyplane.db.engine import make_engine
+from keyplane.db.models import Base, Role
 from keyplane.settings import Settings
 from tests.conftest import TEST_SECRET
 from tests.factories import Factory

@@ -34,7 +34,7 @@ def test_every_operation_id_resolves_to_a_handler_function() -> None:
     assert len(operation_ids) == len(set(operation_ids)), "operationIds must be unique"
     for operation_id in operation_ids:
         module_name, _, function_name = operation_id.rpartition(".")
-        module = importlib.import_module(f"handlers.{module_name}")
+        module = importlib.import_module(f"keyplane.handlers.{module_name}")
         assert callable(getattr(module, function_name)), operation_id
 
 

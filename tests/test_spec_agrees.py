@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from db.models import Role
+from keyplane.db.models import Role
 from tests.test_examples import SPEC, _body_examples, _credentials, _parameters, _resolve
 from tests.test_spec import _operations
 

@@ -9,8 +9,8 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from db.engine import make_engine
-from db.models import Account, User
+from keyplane.db.engine import make_engine
+from keyplane.db.models import Account, User
 from tests.live import live_env
 from tests.servers import serving, wait_until_up
 

@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from rfc3339_validator import validate_rfc3339
 
-from db.errors import InvalidInput
-from db.timefmt import parse_rfc3339, rfc3339
+from keyplane.db.errors import InvalidInput
+from keyplane.db.timefmt import parse_rfc3339, rfc3339
 
 offsets = st.one_of(
     st.just("Z"),

@@ -5,12 +5,12 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-import db.migrate
-import handlers.api_keys
-from db.crypto import Secrets
-from db.engine import make_engine
-from db.models import ApiKey, Role
+from keyplane import db
 from keyplane.app import create_app
+from keyplane.db.crypto import Secrets
+from keyplane.db.engine import make_engine
+from keyplane.db.models import ApiKey, Role
+from keyplane.handlers import api_keys as key_handlers
 from keyplane.settings import Settings
 from tests.conftest import TEST_SECRET
 from tests.factories import Factory
@@ -24,7 +24,7 @@ def test_an_error_after_the_write_rolls_the_write_back(client, factory, monkeypa
         assert key.id is not None  # the INSERT has been flushed
         raise RuntimeError("boom after the write")
 
-    monkeypatch.setattr(handlers.api_keys, "detail", fail_after_writing)
+    monkeypatch.setattr(key_handlers, "detail", fail_after_writing)
     response = client.post(
         "/v1/api-keys", json={"description": "doomed"}, headers=factory.auth(admin)
     )
@@ -45,7 +45,7 @@ def test_with_real_commits_a_failed_request_writes_nothing_and_a_good_one_persis
             "/v1/api-keys", json={"description": "kept"}, headers=sessions_factory.auth(admin)
         )
         assert created.status_code == 201
-        monkeypatch.setattr(handlers.api_keys, "detail", lambda key, **kw: 1 / 0)
+        monkeypatch.setattr(key_handlers, "detail", lambda key, **kw: 1 / 0)
         failed = client.post(
             "/v1/api-keys", json={"description": "doomed"}, headers=sessions_factory.auth(admin)
         )

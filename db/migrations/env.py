@@ -7,8 +7,8 @@ import os
 from alembic import context
 from sqlalchemy import Connection
 
-from db.engine import DEFAULT_DATABASE_URL, make_engine
-from db.models import Base
+from keyplane.db.engine import DEFAULT_DATABASE_URL, make_engine
+from keyplane.db.models import Base
 
 
 def _run(connection: Connection) -> None:

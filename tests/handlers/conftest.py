@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import event
 
-from db.models import Role
-from handlers.context import Runtime
 from keyplane.app import create_app
+from keyplane.db.models import Role
+from keyplane.handlers.context import Runtime
 from tests.conftest import REDIS_URLS
 
 

@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from db import crypto
-from db.engine import for_writing
-from db.models import ApiKey, Role
+from keyplane.db import crypto
+from keyplane.db.engine import for_writing
+from keyplane.db.models import ApiKey, Role
 
 SEED_002_FIELDS = {
     "id",

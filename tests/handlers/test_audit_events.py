@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from db.models import Role
+from keyplane.db.models import Role
 from tests.factories import PASSWORD
 
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select, update
 
-from db.models import AuditEvent, LoginThrottle, Role, User
+from keyplane.db.models import AuditEvent, LoginThrottle, Role, User
 from tests.factories import PASSWORD
 
 

@@ -13,11 +13,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-import db.accounts
-import db.users
-from db import audit
-from db.models import Role, User
-from handlers import context
+from keyplane import db
+from keyplane.db import audit
+from keyplane.db.models import Role, User
+from keyplane.handlers import context
 
 
 @pytest.fixture
@@ -35,7 +34,11 @@ def meanwhile(monkeypatch):
                 changes.pop()()
             return actor
 
-        for module in ("handlers.api_keys", "handlers.console_keys", "handlers.account"):
+        for module in (
+            "keyplane.handlers.api_keys",
+            "keyplane.handlers.console_keys",
+            "keyplane.handlers.account",
+        ):
             monkeypatch.setattr(f"{module}.current_actor", resolved_then_changed)
 
     return install

@@ -6,9 +6,9 @@ from pathlib import Path
 
 from sqlalchemy import event
 
-import db.migrate
-from db.engine import make_engine
+from keyplane import db
 from keyplane.app import create_app
+from keyplane.db.engine import make_engine
 from keyplane.settings import Settings
 from tests.conftest import TEST_SECRET
 

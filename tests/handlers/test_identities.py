@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from db.models import Role
+from keyplane.db.models import Role
 
 PRO = {
     "meta": {"plan": "pro"},

@@ -9,11 +9,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import update
 
-from db.access import CANNOT_VERIFY
-from db.crypto import generate_api_key
-from db.models import ApiKey, Role
-from db.permissions import VERIFY
 from keyplane.app import create_app, create_data_app
+from keyplane.db.access import CANNOT_VERIFY
+from keyplane.db.crypto import generate_api_key
+from keyplane.db.models import ApiKey, Role
+from keyplane.db.permissions import VERIFY
 
 
 @pytest.fixture
@@ -206,7 +206,7 @@ class TestVerify:
         }
 
     def test_200_not_found_for_an_unknown_well_formed_key(self, client, verifier, lookups):
-        from db.crypto import generate_api_key
+        from keyplane.db.crypto import generate_api_key
 
         before = lookups()
         assert (
@@ -327,8 +327,8 @@ class TestVerify:
     def test_200_disabled_when_the_owner_is_deactivated_and_after(
         self, client, verifier, factory, acme, admin, key
     ):
-        import db.accounts
-        from db.models import User
+        from keyplane import db
+        from keyplane.db.models import User
 
         _, full_key = key
         with factory.sessions() as session, session.begin():

@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 from sqlalchemy import select
 
-import db.api_keys
-from db.models import AuditEvent, Role, WebhookEvent
+from keyplane import db
+from keyplane.db.models import AuditEvent, Role, WebhookEvent
 from keyplane.leaks import GitHubKeys
 from tests.github import GitHub
 from tests.github import found as _found
@@ -299,7 +299,7 @@ def test_a_database_that_fails_mid_report_answers_500_and_changes_nothing(
     def bug(*args, **kwargs):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr("db.leaks.act_on", bug)
+    monkeypatch.setattr("keyplane.db.leaks.act_on", bug)
     answer = client.post("/v1/leaks/github", content=body, headers=headers)
     assert answer.status_code == 500 and answer.json() == {"detail": "Internal Server Error"}
     monkeypatch.undo()

@@ -9,9 +9,9 @@ from datetime import datetime
 
 import pytest
 
-from db.limits import Refill
-from db.models import RefillInterval
 from keyplane.app import create_app
+from keyplane.db.limits import Refill
+from keyplane.db.models import RefillInterval
 from tests.servers import free_port
 
 

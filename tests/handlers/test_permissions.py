@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from db.models import Role
+from keyplane.db.models import Role
 
 DEFAULT_IDS = ["readApplications", "writeApplications"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from db.crypto import generate_api_key
-from db.models import Role
+from keyplane.db.crypto import generate_api_key
+from keyplane.db.models import Role
 
 HOUR = {"group_by": "code"}
 
@@ -259,7 +259,7 @@ class TestVerifyTags:
 def _key_id(factory, full_key):
     from sqlalchemy import select
 
-    from db.models import ApiKey
+    from keyplane.db.models import ApiKey
 
     digest = factory.secrets.api_key_digest(full_key)
     with factory.sessions() as session:

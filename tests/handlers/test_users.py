@@ -6,10 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-import db.audit
-import db.users
-from db.errors import Conflict
-from db.models import Role
+from keyplane import db
+from keyplane.db.errors import Conflict
+from keyplane.db.models import Role
 from tests.factories import PASSWORD
 
 

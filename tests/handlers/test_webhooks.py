@@ -12,9 +12,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
-import db.webhooks
-from db.crypto import Secrets
-from db.models import AuditEvent, Role, Webhook, WebhookDelivery, WebhookEvent
+from keyplane import db
+from keyplane.db.crypto import Secrets
+from keyplane.db.models import AuditEvent, Role, Webhook, WebhookDelivery, WebhookEvent
 from keyplane.webhooks import NOT_ALLOWED, UNREADABLE_SECRET, Sender
 from tests.receivers import receiving
 

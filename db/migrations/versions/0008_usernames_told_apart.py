@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from db.usernames import lookalike_key, sign_in_key
+from keyplane.db.usernames import lookalike_key, sign_in_key
 
 revision: str = "0008"
 down_revision: str | None = "0007"
