@@ -65,6 +65,18 @@ def memberships_of(session: Session, user_id: int) -> list[tuple[Account, Role]]
     return [(account, role) for account, role in rows]
 
 
+def every(session: Session) -> list[tuple[Account, int]]:
+    """Every account, oldest first, with how many members it has (the operator's view)."""
+    members = (
+        select(func.count())
+        .where(Membership.account_id == Account.id)
+        .correlate(Account)
+        .scalar_subquery()
+    )
+    rows = session.execute(select(Account, members).order_by(Account.id))
+    return [(account, count) for account, count in rows]
+
+
 def members(session: Session, account_id: int) -> list[tuple[User, Membership]]:
     rows = session.execute(
         select(User, Membership)

@@ -26,10 +26,32 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import ArgumentError, OperationalError
 
 # An embedded database in the working folder, unless KEYPLANE_DATABASE_URL says otherwise.
 DEFAULT_DATABASE_URL = "sqlite:///keyplane.db"
+# The databases and drivers Keyplane is built and tested on.
+SUPPORTED = {"sqlite": "pysqlite", "postgresql": "psycopg"}
+
+
+def supported_url(database_url: str) -> URL:
+    """The URL, parsed, or a ``ValueError`` saying in one line why Keyplane cannot use it."""
+    try:
+        url = make_url(database_url)
+    except ArgumentError:
+        raise ValueError(
+            "is not a database URL (sqlite:///PATH or postgresql://USER@HOST/NAME)"
+        ) from None
+    backend, driver = url.get_backend_name(), url.get_driver_name()
+    if backend not in SUPPORTED:
+        raise ValueError(f"names {backend!r}; Keyplane runs on sqlite or postgresql")
+    if driver != SUPPORTED[backend]:
+        raise ValueError(
+            f"names the driver {driver!r}; Keyplane uses {SUPPORTED[backend]!r} for {backend}"
+        )
+    return url
+
+
 _WRITES = "keyplane_writes"
 _HOLDS_WRITER = "keyplane_holds_writer_lock"
 

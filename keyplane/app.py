@@ -81,6 +81,15 @@ SPEC_PATH = (
     if _CHECKOUT_SPEC.exists()
     else Path(__file__).resolve().parent / "openapi" / "swagger.yaml"
 )
+
+
+def spec_schema(name: str) -> dict[str, Any]:
+    """One of the spec's component schemas as written: the command line applies the API's
+    rules with it (a new password, for one)."""
+    schema: dict[str, Any] = yaml.safe_load(SPEC_PATH.read_text())["components"]["schemas"][name]
+    return schema
+
+
 HANDLERS = "keyplane.handlers"  # operationId `api_keys.update` is handlers/api_keys.py:update
 VERIFIER: dict[str, list[str]] = {"VerifierCredential": []}  # verify's security requirement
 DOCS = "/docs"  # the documentation site, once built (Swagger UI links to it)

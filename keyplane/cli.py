@@ -10,20 +10,23 @@ for lists); otherwise the output is for people.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import os
 import secrets
 import signal
+import socket
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+import jsonschema
 from sqlalchemy import Connection, Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
@@ -65,7 +68,6 @@ LOG_CONFIG = {
 }
 DEFAULT_ACCOUNT = "default"
 DEFAULT_ADMIN = "admin"
-MIN_PASSWORD = 8
 
 
 class Failure(click.ClickException):
@@ -187,8 +189,29 @@ ROLES = click.Choice([role.value for role in Role])
 T = TypeVar("T")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, "--version", "-V", prog_name="keyplane", message="%(prog)s %(version)s")
+class CommandLine(click.Group):
+    """Click's usage errors (an unknown option, a missing argument) as one line, exit 2,
+    like every other error of the command line."""
+
+    def main(self, args: Sequence[str] | None = None, **kwargs: Any) -> Any:  # type: ignore[override]
+        try:
+            code = super().main(args, standalone_mode=False, **kwargs)
+        except click.UsageError as error:
+            where = error.ctx.command_path if error.ctx else "keyplane"
+            message = error.format_message().rstrip(".")
+            click.echo(f"keyplane: {message} (see `{where} --help`)", err=True)
+            sys.exit(error.exit_code)
+        except click.ClickException as error:
+            error.show()
+            sys.exit(error.exit_code)
+        except click.Abort:
+            click.echo("keyplane: stopped", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(cls=CommandLine, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", "-V", message="keyplane %(version)s")
 def main() -> None:
     """Keyplane's operator command line (KEYPLANE_DATABASE_URL picks the database)."""
 
@@ -206,7 +229,9 @@ def main() -> None:
 )
 def serve(host: str, port: int, workers: int, plane: str) -> None:
     """Migrate the database and serve the API (Swagger UI at /ui/)."""
+    _port_free(host, port)
     # Only the server needs the secret (and, on SQLite, makes it on first start).
+    _admin_password(_settings())  # before a secret or a database is made for it
     settings = _settings(with_secret=True)
     with _database(settings) as engine:
         _serve(engine, settings, host, port, workers, plane)
@@ -216,11 +241,10 @@ def serve(host: str, port: int, workers: int, plane: str) -> None:
 @click.argument("name")
 @click.option("--admin", "admin", required=True, metavar="USERNAME", help="The first admin.")
 @JSON_OPTION
-@operator_command(existing=False)
+@operator_command()
 def create_account(operator: Operator, name: str, admin: str, as_json: bool) -> None:
     """Create an account and its first admin (password: KEYPLANE_ADMIN_PASSWORD, else asked)."""
-    db.migrate.upgrade(operator.engine)
-    password = operator.settings.admin_password or _new_password("Admin password")
+    password = _admin_password(operator.settings) or _new_password("Admin password")
     with operator.session(writes=True) as session:
         account, user = db.accounts.create_with_admin(
             session, name, admin, crypto.hash_password(password), _now()
@@ -230,6 +254,27 @@ def create_account(operator: Operator, name: str, admin: str, as_json: bool) -> 
         {"account_id": account.id, "user_id": user.id},
         f"created account {account.id} {name!r} with admin {admin!r} (user {user.id})",
     )
+
+
+@main.group()
+def accounts() -> None:
+    """Accounts (each made by `keyplane create-account`, or the first `serve`)."""
+
+
+@accounts.command("list")
+@JSON_OPTION
+@operator_command()
+def list_accounts(operator: Operator, as_json: bool) -> None:
+    """Every account, oldest first, with its number of members."""
+    with operator.session() as session:
+        for account, members in db.accounts.every(session):
+            line = {
+                "id": account.id,
+                "name": account.name,
+                "members": members,
+                "created_at": rfc3339(account.created_at),
+            }
+            _emit(as_json, line, f"{account.id}  {account.name}  {members} member(s)")
 
 
 @main.group()
@@ -344,6 +389,26 @@ def _moment(value: str | None, option: str) -> datetime | None:
 @main.group()
 def users() -> None:
     """People: passwords, roles, membership, deactivation (each audited as the operator)."""
+
+
+@users.command("list")
+@ACCOUNT_OPTION
+@JSON_OPTION
+@operator_command()
+def list_users(operator: Operator, account_id: int, as_json: bool) -> None:
+    """An account's members, in the order they joined."""
+    with operator.session() as session:
+        operator.account(session, account_id)
+        for user, membership in db.accounts.members(session, account_id):
+            line = {
+                "id": user.id,
+                "username": user.username,
+                "role": membership.role.value,
+                "active": user.is_active,
+                "joined_at": rfc3339(membership.created_at),
+            }
+            state = "" if user.is_active else "  (deactivated)"
+            _emit(as_json, line, f"{user.id}  {user.username}  {membership.role.value}{state}")
 
 
 @users.command("set-password")
@@ -487,9 +552,37 @@ def _new_password(prompt: str) -> str:
         password = str(click.prompt(prompt, hide_input=True, confirmation_prompt=True))
     else:
         password = sys.stdin.readline().rstrip("\n")
-    if len(password) < MIN_PASSWORD:
-        raise BadSetup(f"the password needs at least {MIN_PASSWORD} characters")
+    return _obeys_the_api(password, "the password")
+
+
+def _admin_password(settings: Settings) -> str | None:
+    """KEYPLANE_ADMIN_PASSWORD, checked before anything is created with it."""
+    if settings.admin_password is None:
+        return None
+    return _obeys_the_api(settings.admin_password, "KEYPLANE_ADMIN_PASSWORD")
+
+
+def _obeys_the_api(password: str, what: str) -> str:
+    """The API's rule for a new password (the spec's ``NewPassword``), for the operator too."""
+    from keyplane.app import spec_schema
+
+    rule = spec_schema("NewPassword")
+    if not jsonschema.Draft4Validator(rule).is_valid(password):
+        raise BadSetup(
+            f"{what} needs {rule['minLength']} to {rule['maxLength']} characters, none of them NUL"
+        )
     return password
+
+
+def _port_free(host: str, port: int) -> None:
+    """Fail at once, in one line, when something else listens on the port: a caller waiting
+    for Keyplane there would otherwise talk to it."""
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as error:
+        reason = "is in use" if error.errno == errno.EADDRINUSE else f"cannot be used: {error}"
+        raise Failure(f"{host}:{port} {reason}") from None
 
 
 def _serve(

@@ -19,7 +19,7 @@ from typing import TypeVar
 
 from sqlalchemy.engine import make_url
 
-from keyplane.db.engine import DEFAULT_DATABASE_URL, Limits
+from keyplane.db.engine import DEFAULT_DATABASE_URL, Limits, supported_url
 
 MIN_SECRET_BYTES = 32
 N = TypeVar("N", int, float)
@@ -91,6 +91,10 @@ class Settings:
         """``with_secret=False`` for operator commands that need none (and create none)."""
         env = os.environ if environ is None else environ
         database_url = env.get("KEYPLANE_DATABASE_URL", DEFAULT_DATABASE_URL)
+        try:
+            supported_url(database_url)
+        except ValueError as error:
+            raise SettingsError(f"KEYPLANE_DATABASE_URL {error}") from None
         secret_key = env.get("KEYPLANE_SECRET_KEY", "")
         if with_secret and not secret_key:
             secret_key = _secret_beside(database_url)

@@ -20,6 +20,13 @@ def keyplane_env(database_url: str, **extra: str) -> dict[str, str]:
     return env | {"KEYPLANE_DATABASE_URL": database_url} | extra
 
 
+def create_account(env: dict[str, str], name: str = "acme", admin: str = "alice") -> None:
+    """What an operator runs for a new account: the schema first (only ``db upgrade`` and
+    ``serve`` create a database), then the account and its first admin."""
+    for argv in (["db", "upgrade"], ["create-account", name, "--admin", admin]):
+        subprocess.run([*KEYPLANE, *argv], env=env, capture_output=True, timeout=60, check=True)
+
+
 @contextmanager
 def serving(env: dict[str, str], workers: int = 1) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     """A server on a free port; yields its base URL and process, stops it afterwards."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import stat
 import subprocess
 import time
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
@@ -22,20 +23,21 @@ from keyplane.db.models import Account, ApiKey, AuditEvent, Role, User
 from keyplane.db.permissions import VERIFY
 from tests.conftest import TEST_SECRET
 from tests.factories import Factory
-from tests.servers import KEYPLANE, keyplane_env, serving, wait_until_up
+from tests.servers import KEYPLANE, create_account, keyplane_env, serving, wait_until_up
 
 pytestmark = pytest.mark.slow  # a live server, a subprocess or a browser
 
 
-def test_create_account_migrates_a_brand_new_database_and_prints_ids(fresh_database_url):
-    result = subprocess.run(
-        [*KEYPLANE, "create-account", "acme", "--admin", "alice", "--json"],
-        env=keyplane_env(fresh_database_url, KEYPLANE_ADMIN_PASSWORD="alice-password-1"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+def test_create_account_needs_a_database_and_prints_ids(db_kind, fresh_database_url):
+    """Only `db upgrade` and `serve` create a database: on a new one, create-account says
+    what to run and leaves nothing behind."""
+    first = _keyplane(fresh_database_url, "create-account", "acme", "--admin", "alice")
+    assert first.returncode == 1
+    assert first.stderr.count("\n") == 1 and "`keyplane db upgrade`" in first.stderr
+    _assert_nothing_created(db_kind, fresh_database_url)
+
+    assert _keyplane(fresh_database_url, "db", "upgrade").returncode == 0
+    result = _keyplane(fresh_database_url, "create-account", "acme", "--admin", "alice", "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"account_id": 1, "user_id": 1}
 
@@ -220,7 +222,7 @@ def test_db_current_and_upgrade(db_kind, fresh_database_url):
 
 
 def test_keys_list_and_revoke_for_incidents(fresh_database_url):
-    _keyplane(fresh_database_url, "create-account", "acme", "--admin", "alice")
+    create_account(keyplane_env(fresh_database_url, KEYPLANE_ADMIN_PASSWORD="alice-password-1"))
     engine = make_engine(fresh_database_url)
     factory = Factory.from_engine(engine, Secrets.derive("any-secret-for-this-test-000000000"))
     with Session(engine) as session:
@@ -257,10 +259,13 @@ COMMANDS = [
     [],
     ["serve"],
     ["create-account"],
+    ["accounts"],
+    ["accounts", "list"],
     ["keys"],
     ["keys", "list"],
     ["keys", "revoke"],
     ["users"],
+    ["users", "list"],
     ["users", "set-password"],
     ["users", "add"],
     ["users", "set-role"],
@@ -284,14 +289,30 @@ def test_every_command_has_help(fresh_database_url):
 
 def test_errors_are_one_line_and_never_a_traceback(fresh_database_url):
     unreachable = "postgresql+psycopg://postgres@127.0.0.1:1/nothing"
+    url = "KEYPLANE_DATABASE_URL"
+    says = {
+        "not a URL": "keyplane: KEYPLANE_DATABASE_URL is not a database URL (sqlite:///PATH",
+        "MySQL": "keyplane: KEYPLANE_DATABASE_URL names 'mysql'; Keyplane runs on sqlite or",
+        "psycopg2": "keyplane: KEYPLANE_DATABASE_URL names the driver 'psycopg2'; Keyplane uses",
+        "unknown option": "keyplane: No such option '--bogus' (see `keyplane keys list --help`)",
+        "unknown command": "keyplane: No such command 'bogus' (see `keyplane --help`)",
+        "missing option": "keyplane: Missing option '--account' (see `keyplane users list",
+        "bad value": "keyplane: Invalid value for '--account': 'x' is not a valid integer",
+    }
     cases = [
-        (["keys", "list", "--account", "1"], {"KEYPLANE_DATABASE_URL": unreachable}, 1),
-        (["keys", "list", "--account", "x"], {}, 2),  # click's usage error
-        (["users", "remove", "nobody", "--account", "1"], {}, 1),
-        (["serve"], {"KEYPLANE_SECRET_KEY": "short"}, 2),
+        (["keys", "list", "--account", "1"], {url: unreachable}, 1, "keyplane: cannot use"),
+        (["keys", "list", "--account", "1"], {url: "nonsense"}, 2, says["not a URL"]),
+        (["accounts", "list"], {url: "mysql://root@127.0.0.1/keyplane"}, 2, says["MySQL"]),
+        (["serve"], {url: "postgresql+psycopg2://postgres@127.0.0.1/x"}, 2, says["psycopg2"]),
+        (["keys", "list", "--bogus"], {}, 2, says["unknown option"]),
+        (["bogus"], {}, 2, says["unknown command"]),
+        (["users", "list"], {}, 2, says["missing option"]),
+        (["keys", "list", "--account", "x"], {}, 2, says["bad value"]),
+        (["users", "remove", "nobody", "--account", "1"], {}, 1, "keyplane: No account with"),
+        (["serve"], {"KEYPLANE_SECRET_KEY": "short"}, 2, "keyplane: KEYPLANE_SECRET_KEY"),
     ]
     _keyplane(fresh_database_url, "db", "upgrade")
-    for args, extra, code in cases:
+    for args, extra, code, start in cases:
         result = subprocess.run(
             [*KEYPLANE, *args],
             env=keyplane_env(fresh_database_url) | extra,
@@ -301,12 +322,90 @@ def test_errors_are_one_line_and_never_a_traceback(fresh_database_url):
             check=False,
         )
         assert result.returncode == code, (args, result.stderr)
-        assert "Traceback" not in result.stderr, args
-        if code == 1:
-            assert result.stderr.count("\n") == 1 and result.stderr.startswith("keyplane: "), (
-                args,
-                result.stderr,
-            )
+        assert result.stderr.count("\n") == 1, (args, result.stderr)
+        assert result.stderr.startswith(start), (args, result.stderr)
+
+
+def test_serve_on_a_port_in_use_says_so_at_once(fresh_database_url):
+    """Whatever listens there is never taken for Keyplane: serve stops before it starts."""
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        started = time.monotonic()
+        result = _keyplane(fresh_database_url, "serve", "--port", str(port))
+    assert (result.returncode, result.stderr) == (1, f"keyplane: 127.0.0.1:{port} is in use\n")
+    assert time.monotonic() - started < 10
+
+
+def test_a_password_from_the_environment_or_stdin_obeys_the_api(db_kind, fresh_database_url):
+    """The API's rule (8 to 1024 characters) for the operator too: `short` creates nothing."""
+    refused = _run_with(fresh_database_url, ["serve"], KEYPLANE_ADMIN_PASSWORD="short")
+    assert (refused.returncode, refused.stderr) == (
+        2,
+        "keyplane: KEYPLANE_ADMIN_PASSWORD needs 8 to 1024 characters, none of them NUL\n",
+    )
+    _assert_nothing_created(db_kind, fresh_database_url)
+
+    assert _keyplane(fresh_database_url, "db", "upgrade").returncode == 0
+    rule = "8 to 1024 characters, none of them NUL"
+    for password in ("short", "x" * 1025):
+        asked = _run(fresh_database_url, "create-account", "acme", "--admin", "al", stdin=password)
+        assert asked.returncode == 2, password
+        assert asked.stderr == f"keyplane: the password needs {rule}\n"
+    create = ["create-account", "acme", "--admin", "al"]
+    from_env = _run_with(fresh_database_url, create, KEYPLANE_ADMIN_PASSWORD="short")
+    assert from_env.returncode == 2
+    assert _keyplane(fresh_database_url, "accounts", "list").stdout == ""
+    taken = _run(fresh_database_url, "create-account", "acme", "--admin", "al", stdin="x" * 1024)
+    assert taken.returncode == 0, taken.stderr
+
+
+def test_accounts_and_users_are_listed_for_the_operator(fresh_database_url):
+    env = keyplane_env(fresh_database_url, KEYPLANE_ADMIN_PASSWORD="alice-password-1")
+    create_account(env, "acme", "alice")
+    create_account(env, "globex", "gina")
+    assert _run(fresh_database_url, "users", "add", "gina", "--account", "1").returncode == 0
+    _run(fresh_database_url, "users", "deactivate", "gina")
+
+    listed = _keyplane(fresh_database_url, "accounts", "list", "--json")
+    lines = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert [(a["id"], a["name"], a["members"]) for a in lines] == [(1, "acme", 2), (2, "globex", 1)]
+    text = _keyplane(fresh_database_url, "accounts", "list").stdout
+    assert text == "1  acme  2 member(s)\n2  globex  1 member(s)\n"
+
+    members = _keyplane(fresh_database_url, "users", "list", "--account", "1", "--json")
+    seen = [json.loads(line) for line in members.stdout.splitlines()]
+    assert [(m["username"], m["role"], m["active"]) for m in seen] == [
+        ("alice", "admin", True),
+        ("gina", "member", False),
+    ]
+    text = _keyplane(fresh_database_url, "users", "list", "--account", "1").stdout
+    assert text.splitlines()[1].endswith("gina  member  (deactivated)")
+    unknown = _keyplane(fresh_database_url, "users", "list", "--account", "9")
+    assert (unknown.returncode, unknown.stderr) == (1, "keyplane: No account with id 9\n")
+
+
+def _run_with(database_url: str, argv: list[str], **extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*KEYPLANE, *argv],
+        env=keyplane_env(database_url, **extra),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def _assert_nothing_created(db_kind: str, database_url: str) -> None:
+    """No file on SQLite (nor its secret); no table on PostgreSQL."""
+    if db_kind == "sqlite":
+        path = Path(make_url(database_url).database)
+        assert list(path.parent.glob(path.name + "*")) == []
+    else:
+        engine = make_engine(database_url)
+        try:
+            assert inspect(engine).get_table_names() == []
+        finally:
+            engine.dispose()
 
 
 def test_a_read_command_never_creates_a_database(tmp_path, db_kind):
@@ -314,7 +413,14 @@ def test_a_read_command_never_creates_a_database(tmp_path, db_kind):
         pytest.skip("a missing database file is SQLite's")
     missing = tmp_path / "elsewhere" / "keyplane.db"
     missing.parent.mkdir()
-    for command in (["keys", "list", "--account", "1"], ["keys", "revoke", "1"], ["db", "current"]):
+    for command in (
+        ["keys", "list", "--account", "1"],
+        ["keys", "revoke", "1"],
+        ["db", "current"],
+        ["accounts", "list"],
+        ["users", "list", "--account", "1"],
+        ["create-account", "acme", "--admin", "alice"],
+    ):
         result = _keyplane(f"sqlite:///{missing}", *command)
         assert result.returncode == 1, command
         assert f"no database at {missing}" in result.stderr
@@ -336,7 +442,7 @@ def _run(database_url: str, *args: str, stdin: str = "") -> subprocess.Completed
 def test_users_commands_for_the_operator(fresh_database_url):
     """Password, role, removal and deactivation, as an operator runs them, and what
     each does to the user's tokens and keys."""
-    _keyplane(fresh_database_url, "create-account", "acme", "--admin", "alice")
+    create_account(keyplane_env(fresh_database_url, KEYPLANE_ADMIN_PASSWORD="alice-password-1"))
     engine = make_engine(fresh_database_url)
     secrets = Secrets.derive(TEST_SECRET)
     factory = Factory.from_engine(engine, secrets)
@@ -432,7 +538,7 @@ def test_serve_removes_its_metrics_folder_when_it_stops(fresh_database_url, tmp_
 def test_usage_prints_what_the_workers_counted_and_wrote_at_a_clean_shutdown(
     fresh_database_url,
 ):
-    _keyplane(fresh_database_url, "create-account", "acme", "--admin", "alice")
+    create_account(keyplane_env(fresh_database_url, KEYPLANE_ADMIN_PASSWORD="alice-password-1"))
     # Counts are written only at shutdown here: the flusher's period is an hour.
     env = keyplane_env(
         fresh_database_url,

@@ -18,7 +18,7 @@ import pytest
 from keyplane.app import SPEC_PATH
 from tests.conftest import TEST_SECRET
 from tests.docblocks import block
-from tests.servers import KEYPLANE, keyplane_env, serving, wait_until_up
+from tests.servers import create_account, keyplane_env, serving, wait_until_up
 
 pytestmark = pytest.mark.slow  # a live server, a subprocess or a browser
 
@@ -71,10 +71,7 @@ def test_the_generated_client_drives_the_lifecycle_on_both_surfaces(
     env = keyplane_env(
         fresh_database_url, KEYPLANE_SECRET_KEY=TEST_SECRET, KEYPLANE_ADMIN_PASSWORD=PASSWORD
     )
-    subprocess.run(
-        [*KEYPLANE, "create-account", "acme", "--admin", "alice"],
-        env=env, capture_output=True, timeout=60, check=True,
-    )  # fmt: skip
+    create_account(env)
     with serving(env) as (base, _), ExitStack() as clients:
         wait_until_up(base)
         # Entered, so that their connections are closed when the test ends.

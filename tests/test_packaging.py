@@ -54,9 +54,7 @@ def test_the_wheel_holds_one_top_level_package_and_the_licence(wheel, db_kind):
     assert "License-Expression: Apache-2.0" in metadata
 
 
-def test_a_wheel_in_a_fresh_environment_serves_and_names_nothing_generic(
-    wheel, tmp_path, db_kind
-):
+def test_a_wheel_in_a_fresh_environment_serves_and_names_nothing_generic(wheel, tmp_path, db_kind):
     if db_kind != "sqlite":
         pytest.skip("packaging does not depend on the database; it runs in the SQLite half")
     environment = tmp_path / "venv"

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.conftest import TEST_SECRET
-from tests.servers import KEYPLANE, keyplane_env, serving, wait_until_up
+from tests.servers import create_account, keyplane_env, serving, wait_until_up
 
 PASSWORD = "swagger-ui-password"
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -60,10 +60,7 @@ def test_the_seed_002_patch_runs_from_swagger_ui(browser, fresh_database_url):
     env = keyplane_env(
         fresh_database_url, KEYPLANE_SECRET_KEY=TEST_SECRET, KEYPLANE_ADMIN_PASSWORD=PASSWORD
     )
-    subprocess.run(
-        [*KEYPLANE, "create-account", "acme", "--admin", "alice"],
-        env=env, capture_output=True, timeout=60, check=True,
-    )  # fmt: skip
+    create_account(env)
     with serving(env) as (base, _):
         wait_until_up(base)
         token = httpx.post(

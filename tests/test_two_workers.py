@@ -3,13 +3,11 @@ through another process on the same database."""
 
 from __future__ import annotations
 
-import subprocess
-
 import httpx
 import pytest
 
 from tests.conftest import TEST_SECRET
-from tests.servers import KEYPLANE, keyplane_env, serving, wait_until_up
+from tests.servers import create_account, keyplane_env, serving, wait_until_up
 
 pytestmark = pytest.mark.slow  # a live server, a subprocess or a browser
 
@@ -22,13 +20,7 @@ def test_changes_through_one_process_show_on_the_next_verify_through_another(
     env = keyplane_env(
         fresh_database_url, KEYPLANE_SECRET_KEY=TEST_SECRET, KEYPLANE_ADMIN_PASSWORD=PASSWORD
     )
-    subprocess.run(
-        [*KEYPLANE, "create-account", "acme", "--admin", "alice"],
-        env=env,
-        capture_output=True,
-        timeout=60,
-        check=True,
-    )
+    create_account(env)
     with serving(env) as (one, _), serving(env) as (other, _):
         wait_until_up(one)
         wait_until_up(other)
