@@ -516,6 +516,25 @@ def current(operator: Operator, as_json: bool) -> None:
     _revision(operator, as_json)
 
 
+@database.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@operator_command()
+def backup(operator: Operator, path: Path) -> None:
+    """Copy the database, as it is at one moment, to PATH (safe while serving)."""
+    db.backup.backup(operator.engine, path)
+    click.echo(f"backed up to {path}; the server secret is not in it: keep it apart")
+
+
+@database.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@operator_command(existing=False)
+def restore(operator: Operator, path: Path) -> None:
+    """Make the database (a new, empty one) from the backup at PATH."""
+    db.backup.restore(operator.engine, path)
+    revision = db.migrate.current_revision(operator.engine)
+    click.echo(f"restored from {path}: schema revision {revision}")
+
+
 def _revision(operator: Operator, as_json: bool) -> None:
     now, head = db.migrate.current_revision(operator.engine), db.migrate.head_revision()
     state = "current" if now == head else f"behind (the newest is {head})"
