@@ -71,13 +71,22 @@ class Limits:
     pool_size: int = 10
     max_overflow: int = 10
     pool_timeout_seconds: float = 2.0
+    # A pooler in transaction mode (PgBouncer's ``pool_mode = transaction``) between
+    # Keyplane and PostgreSQL: a server connection is Keyplane's for one transaction
+    # only, so nothing may outlive one (see ``make_engine`` and ``db.lookups``).
+    transaction_pooler: bool = False
 
 
-def make_engine(database_url: str | URL, limits: Limits | None = None) -> Engine:
+def make_engine(
+    database_url: str | URL, limits: Limits | None = None, *, transaction_pooler: bool = False
+) -> Engine:
+    """``transaction_pooler`` for an engine without ``limits`` (an operator's command)."""
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         return _sqlite_engine(url, limits)
     kwargs: dict[str, Any] = {}
+    if transaction_pooler:
+        kwargs["connect_args"] = {"prepare_threshold": None}
     if limits is not None:
         kwargs = {
             "pool_size": limits.pool_size,
@@ -85,7 +94,24 @@ def make_engine(database_url: str | URL, limits: Limits | None = None) -> Engine
             "pool_timeout": limits.pool_timeout_seconds,
             "connect_args": postgresql_connect_args(limits),
         }
-    return create_engine(url, pool_pre_ping=True, hide_parameters=True, **kwargs)
+    engine = create_engine(url, pool_pre_ping=True, hide_parameters=True, **kwargs)
+    if limits is not None and limits.transaction_pooler:
+        _settings_per_transaction(engine, limits)
+    return engine
+
+
+def _settings_per_transaction(engine: Engine, limits: Limits) -> None:
+    """Behind a transaction pooler, a session's settings would stay on a server connection
+    that others use next, and a startup parameter (``options``) is refused: each
+    transaction sets its own timeouts, which end with it (one round trip more)."""
+    settings = postgresql_server_settings(limits)
+    statement = "SELECT " + ", ".join(
+        f"set_config('{name}', '{value}', true)" for name, value in settings.items()
+    )
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        connection.exec_driver_sql(statement)
 
 
 def postgresql_server_settings(limits: Limits) -> dict[str, str]:
@@ -102,9 +128,15 @@ def postgresql_server_settings(limits: Limits) -> dict[str, str]:
 def postgresql_connect_args(limits: Limits) -> dict[str, Any]:
     """libpq settings: bounded connect and statements, dead peers found within seconds."""
     options = postgresql_server_settings(limits).items()
-    return {
-        "connect_timeout": max(1, math.ceil(limits.connect_seconds)),
+    per_session: dict[str, Any] = {
         "options": " ".join(f"-c {name}={value}" for name, value in options),
+    }
+    if limits.transaction_pooler:
+        # Each transaction sets them instead; and a statement psycopg prepared on one
+        # server connection would be missing on the next (psycopg's own advice).
+        per_session = {"prepare_threshold": None}
+    return per_session | {
+        "connect_timeout": max(1, math.ceil(limits.connect_seconds)),
         # A partition (packets dropped) is noticed in about 3 s instead of minutes.
         "keepalives": 1,
         "keepalives_idle": 1,

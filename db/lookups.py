@@ -456,11 +456,19 @@ class PostgresLookups(_Rows):
                 # second: plan them once. PostgreSQL would otherwise plan the key lookup
                 # afresh on every run (its `= ANY($1)` estimate keeps the generic plan
                 # looking dearer), which nearly doubles its cost (391 -> 206 us measured).
-                server_settings=postgresql_server_settings(self.limits)
-                | {"plan_cache_mode": "force_generic_plan"},
+                server_settings=self._server_settings(),
                 reset=_keep_session,
+                # Behind a transaction pooler, no statement is kept (see _fetch_now).
+                statement_cache_size=0 if self.limits.transaction_pooler else 100,
             )
         return pool
+
+    def _server_settings(self) -> dict[str, str]:
+        """Per-session settings, sent as startup parameters, which a pooler refuses: the
+        client's own timeout (``command_timeout``) bounds each lookup there."""
+        if self.limits.transaction_pooler:
+            return {}
+        return postgresql_server_settings(self.limits) | {"plan_cache_mode": "force_generic_plan"}
 
     async def _fetch(self, sql: str, *arguments: Any) -> list[Any]:
         import asyncpg
@@ -485,7 +493,13 @@ class PostgresLookups(_Rows):
 
     async def _fetch_now(self, sql: str, *arguments: Any) -> list[Any]:
         pool = await self.pool()
-        return list(await pool.fetch(sql, *arguments))
+        if not self.limits.transaction_pooler:
+            return list(await pool.fetch(sql, *arguments))
+        # asyncpg prepares (Parse, Describe, Sync) and then executes (Bind, Execute,
+        # Sync): a transaction pooler may hand the two to different server connections,
+        # one of which never saw the statement. Inside a transaction they stay on one.
+        async with pool.acquire() as connection, connection.transaction(readonly=True):
+            return list(await connection.fetch(sql, *arguments))
 
     async def key(self, digests: Sequence[str]) -> Found | None:
         rows = await self._fetch(self._KEY, list(digests))

@@ -142,7 +142,7 @@ def _operator(*, existing: bool) -> Iterator[Operator]:
 def _database(settings: Settings) -> Iterator[Engine]:
     """An engine for the command; what fails in it is one line (``Failure``), never a
     traceback."""
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, transaction_pooler=settings.db_pooler != "none")
     try:
         yield engine
     except KeyplaneError as error:
@@ -644,6 +644,11 @@ def _run_server(settings: Settings, host: str, port: int, workers: int, plane: s
         # server never closes one under a request that is already on its way.
         timeout_keep_alive=75,
         log_config=LOG_CONFIG,
+        # X-Forwarded-For and -Proto from the configured proxies only (uvicorn would
+        # otherwise believe any local process): the client address the request log,
+        # the audit trail and the login throttle see is never one a client made up.
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=list(settings.trusted_proxies) or None,
     )
 
 

@@ -9,6 +9,7 @@ PostgreSQL deployment must be given one explicitly: every instance must share it
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import secrets
 import stat
@@ -52,6 +53,12 @@ class Settings:
     request_timeout_seconds: float = 5.0
     db_pool_size: int = 10
     db_max_overflow: int = 10
+    # "transaction": PostgreSQL is reached through a pooler in transaction mode
+    # (PgBouncer), so no session state and no prepared statement outlives a transaction.
+    db_pooler: str = "none"
+    # The addresses (or networks) of the reverse proxies whose X-Forwarded-For and
+    # X-Forwarded-Proto are believed; from anyone else those headers are ignored.
+    trusted_proxies: tuple[str, ...] = ()
     # Threads per worker process that run management handlers (Flask, behind a2wsgi).
     threads: int = 4
     # Password hashes (argon2id, 64 MiB each) at once per worker; the excess waits this long.
@@ -113,6 +120,10 @@ class Settings:
             request_timeout_seconds=_float(env, "KEYPLANE_REQUEST_TIMEOUT_SECONDS", 5.0),
             db_pool_size=_int(env, "KEYPLANE_DB_POOL_SIZE", 10),
             db_max_overflow=_int(env, "KEYPLANE_DB_MAX_OVERFLOW", 10),
+            db_pooler=env.get("KEYPLANE_DB_POOLER", "none"),
+            trusted_proxies=tuple(
+                env.get("KEYPLANE_TRUSTED_PROXIES", "").replace(",", " ").split()
+            ),
             threads=_int(env, "KEYPLANE_THREADS", 4),
             password_hashes=_int(env, "KEYPLANE_PASSWORD_HASHES", 2),
             max_body_bytes=_int(env, "KEYPLANE_MAX_BODY_BYTES", 64 * 1024),
@@ -187,6 +198,15 @@ class Settings:
                 f"KEYPLANE_LEAK_REPORT_TOKEN must be a random value of at least "
                 f"{MIN_SECRET_BYTES} bytes; generate one with: {HOW_TO_GENERATE}"
             )
+        if self.db_pooler not in {"none", "transaction"}:
+            raise SettingsError("KEYPLANE_DB_POOLER must be none or transaction")
+        for proxy in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise SettingsError(
+                    f"KEYPLANE_TRUSTED_PROXIES: {proxy!r} is not an IP address or network"
+                ) from None
         if self.db_pool_size < 1 or self.db_max_overflow < 0:
             raise SettingsError(
                 "KEYPLANE_DB_POOL_SIZE must be at least 1, KEYPLANE_DB_MAX_OVERFLOW at least 0"
@@ -200,6 +220,7 @@ class Settings:
             pool_size=self.db_pool_size,
             max_overflow=self.db_max_overflow,
             pool_timeout_seconds=min(2.0, self.request_timeout_seconds / 2),
+            transaction_pooler=self.db_pooler == "transaction",
         )
 
 

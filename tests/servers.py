@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
+from sqlalchemy.engine import make_url
 
 KEYPLANE = [sys.executable, "-m", "keyplane.cli"]
 
@@ -60,3 +64,58 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+@contextmanager
+def pgbouncer(database_url: str, pool_mode: str = "transaction") -> Iterator[str]:
+    """Debian's PgBouncer on a free loopback port in front of ``database_url``'s server;
+    yields the same database's URL through it."""
+    url = make_url(database_url)
+    port = free_port()
+    folder = Path(tempfile.mkdtemp(prefix="keyplane-pgbouncer-"))
+    (folder / "users.txt").write_text(f'"{url.username}" ""\n')
+    (folder / "pgbouncer.ini").write_text(
+        f"""[databases]
+* = host={url.host} port={url.port or 5432}
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {port}
+unix_socket_dir =
+auth_type = trust
+auth_file = {folder}/users.txt
+pool_mode = {pool_mode}
+max_client_conn = 1000
+default_pool_size = 20
+logfile = {folder}/pgbouncer.log
+pidfile = {folder}/pgbouncer.pid
+"""
+    )
+    # PgBouncer refuses to run as root: it drops to PostgreSQL's own user then.
+    as_user = ["-u", "postgres"] if os.geteuid() == 0 else []
+    if as_user:
+        shutil.chown(folder, "postgres")
+    bouncer = subprocess.Popen(
+        ["/usr/sbin/pgbouncer", *as_user, str(folder / "pgbouncer.ini")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_for_port(port, bouncer)
+        yield url.set(port=port).render_as_string(hide_password=False)
+    finally:
+        bouncer.terminate()
+        bouncer.communicate(timeout=30)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _wait_for_port(port: int, process: subprocess.Popen[str], timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"it stopped at once: {process.communicate()[1]}")
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"nothing listens on 127.0.0.1:{port}")
