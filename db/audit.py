@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -22,6 +23,10 @@ class Actor:
     def user(cls, user_id: int) -> Actor:
         return cls("user", user_id)
 
+
+# The address of the client whose request is being served: set by the wiring for each
+# request (the peer, or the client a trusted reverse proxy names), read by ``record``.
+CLIENT_ADDRESS: ContextVar[str | None] = ContextVar("keyplane_client_address", default=None)
 
 ANONYMOUS = Actor("anonymous", None)
 OPERATOR = Actor("operator", None)  # the keyplane CLI
@@ -49,6 +54,7 @@ def record(
             target_id=None if target_id is None else str(target_id),
             changes={field: jsonable(value) for field, value in (changes or {}).items()},
             created_at=now,
+            client_address=CLIENT_ADDRESS.get(),
         )
     )
     session.flush()

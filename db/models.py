@@ -423,6 +423,8 @@ class AuditEvent(Base):
     target_id: Mapped[str | None] = mapped_column(String(150))
     changes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Where the change came from (None: the command line or the server's own work).
+    client_address: Mapped[str | None] = mapped_column(String(45))
 
 
 class LoginThrottle(Base):

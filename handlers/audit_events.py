@@ -36,7 +36,11 @@ def _shape(event: AuditEvent) -> dict[str, Any]:
         "id": event.id,
         "time": rfc3339(event.created_at),
         "account_id": event.account_id,
-        "actor": {"type": event.actor_type, "id": event.actor_id},
+        "actor": {
+            "type": event.actor_type,
+            "id": event.actor_id,
+            "address": event.client_address,
+        },
         "action": event.action,
         "target": {"type": event.target_type, "id": event.target_id},
         "changes": event.changes,

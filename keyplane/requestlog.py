@@ -1,8 +1,9 @@
 """One structured JSON line and metrics per request, ``X-Request-ID`` on every response.
 
 The line holds the route template (never the raw path, which may carry ids), the
-status, the duration, the account and the kind of principal. It never holds a header
-value, a body or a query string, so no secret can reach it.
+status, the duration, the account, the kind of principal and the client's address (the
+peer, or the client a trusted proxy names: ``KEYPLANE_TRUSTED_PROXIES``). It never
+holds a header value, a body or a query string, so no secret can reach it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from datetime import UTC, datetime
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from keyplane import metrics
+from keyplane import db, metrics
 from keyplane.handlers import context
 
 logger = logging.getLogger("keyplane.requests")
@@ -44,6 +45,9 @@ class RequestLog:
         given = Headers(scope=scope).get("x-request-id", "")
         request_id = given if _ACCEPTABLE_ID.match(given) else uuid.uuid4().hex
         facts, token = context.start_facts()
+        client = scope.get("client")
+        address = client[0] if client else None
+        address_token = db.audit.CLIENT_ADDRESS.set(address)
         status = 500
         started = time.perf_counter()
 
@@ -58,6 +62,7 @@ class RequestLog:
             await self.app(scope, receive, send_with_id)
         finally:
             context.end_facts(token)
+            db.audit.CLIENT_ADDRESS.reset(address_token)
             duration = time.perf_counter() - started
             operation, _, route = self.routes.get(facts.operation_id or "", "").partition(" ")
             metrics.REQUESTS.labels(operation or "unmatched", str(status)).inc()
@@ -75,6 +80,7 @@ class RequestLog:
                         "duration_ms": round(duration * 1000, 3),
                         "account_id": facts.account_id,
                         "principal": facts.principal,
+                        "client": address,
                     }
                 )
             )

@@ -101,7 +101,7 @@ pidfile = {folder}/pgbouncer.pid
         text=True,
     )
     try:
-        _wait_for_port(port, bouncer)
+        wait_for_port(port, bouncer)
         yield url.set(port=port).render_as_string(hide_password=False)
     finally:
         bouncer.terminate()
@@ -109,7 +109,7 @@ pidfile = {folder}/pgbouncer.pid
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _wait_for_port(port: int, process: subprocess.Popen[str], timeout: float = 15) -> None:
+def wait_for_port(port: int, process: subprocess.Popen[str], timeout: float = 15) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:

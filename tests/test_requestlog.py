@@ -30,11 +30,13 @@ def test_a_line_per_request_with_the_route_template_account_and_principal(client
     assert response.headers["X-Request-ID"] == "trace-42"
     [line] = lines()
     assert set(line) == {
-        "time", "request_id", "method", "route", "status", "duration_ms", "account_id", "principal"
+        "time", "request_id", "method", "route", "status", "duration_ms", "account_id", "principal",
+        "client",
     }  # fmt: skip
     assert line["request_id"] == "trace-42"
     assert (line["method"], line["route"], line["status"]) == ("GET", "/v1/api-keys/{item_id}", 200)
     assert (line["account_id"], line["principal"]) == (account.id, "user")
+    assert line["client"] == "testclient"  # the peer's address: the test client's name for it
     assert line["duration_ms"] > 0
     assert line["time"].endswith("Z")
 

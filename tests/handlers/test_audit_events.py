@@ -72,7 +72,7 @@ class TestList:
         ]
         by_action = {e["action"]: e for e in events}
         update = by_action["key.updated"]
-        assert update["actor"] == {"type": "user", "id": admin.id}
+        assert update["actor"] == {"type": "user", "id": admin.id, "address": "testclient"}
         assert update["target"] == {"type": "api_key", "id": str(key_id)}
         assert update["account_id"] == acme.id
         assert update["changes"] == {

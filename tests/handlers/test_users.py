@@ -248,7 +248,10 @@ class TestChangePassword:
             headers=_bearer(new_token),
         ).json()["items"]
         assert [(e["actor"], e["target"]) for e in events] == [
-            ({"type": "user", "id": admin.id}, {"type": "user", "id": str(admin.id)})
+            (
+                {"type": "user", "id": admin.id, "address": "testclient"},
+                {"type": "user", "id": str(admin.id)},
+            )
         ]
 
     def test_401_without_a_credential(self, client):
@@ -459,7 +462,7 @@ class TestResetPassword:
             params={"action": "user.password_reset"},
             headers=factory.auth(admin),
         ).json()["items"]
-        assert events[0]["actor"] == {"type": "user", "id": admin.id}
+        assert events[0]["actor"] == {"type": "user", "id": admin.id, "address": "testclient"}
 
     def test_401_without_a_credential(self, client, member):
         response = client.put(
