@@ -8,7 +8,8 @@ hold the lock in turn, find the schema current and go on.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 from alembic import command
 from alembic.config import Config
@@ -17,6 +18,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, text
 
 from keyplane.db.engine import for_writing
+from keyplane.db.errors import KeyplaneError
 
 # pg_advisory_xact_lock's key for "the schema is being migrated" ("kpmigrat" in ASCII).
 MIGRATION_LOCK = 0x6B706D6967726174
@@ -32,14 +34,31 @@ def upgrade(
     engine: Engine, revision: str = "head", then: Callable[[Connection], None] | None = None
 ) -> None:
     """Migrate, then run ``then`` in the same locked transaction (first-start setup)."""
+    with _locked(engine) as (connection, config):
+        command.upgrade(config, revision)
+        if then is not None:
+            then(connection)
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    """Undo the migrations after ``revision`` (to roll back one version of Keyplane: run
+    by the newer version, which knows how to undo its own)."""
+    script = ScriptDirectory.from_config(_config())
+    if revision not in {"base", *(known.revision for known in script.walk_revisions())}:
+        raise KeyplaneError(f"no schema revision {revision!r} (`keyplane db current` shows it)")
+    with _locked(engine) as (_, config):
+        command.downgrade(config, revision)
+
+
+@contextlib.contextmanager
+def _locked(engine: Engine) -> Iterator[tuple[Connection, Config]]:
+    """One transaction that holds the migration lock, for Alembic to migrate in."""
     config = _config()
     with for_writing(engine).begin() as connection:
         if connection.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         config.attributes["connection"] = connection
-        command.upgrade(config, revision)
-        if then is not None:
-            then(connection)
+        yield connection, config
 
 
 def current_revision(engine: Engine) -> str | None:

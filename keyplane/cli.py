@@ -517,6 +517,17 @@ def current(operator: Operator, as_json: bool) -> None:
 
 
 @database.command()
+@click.argument("revision")
+@JSON_OPTION
+@operator_command()
+def downgrade(operator: Operator, revision: str, as_json: bool) -> None:
+    """Undo the schema's migrations after REVISION (rolling back one version)."""
+    db.migrate.downgrade(operator.engine, revision)
+    now, head = db.migrate.current_revision(operator.engine), db.migrate.head_revision()
+    _emit(as_json, {"current": now, "head": head}, f"schema revision {now}")
+
+
+@database.command()
 @click.argument("path", type=click.Path(path_type=Path))
 @operator_command()
 def backup(operator: Operator, path: Path) -> None:

@@ -220,6 +220,24 @@ def test_db_current_and_upgrade(db_kind, fresh_database_url):
     text = _keyplane(fresh_database_url, "db", "current")
     assert (text.returncode, text.stdout) == (0, f"schema revision {status['head']}: current\n")
 
+    # Rolling back one version: the newer code undoes its own migration, keeping the data.
+    assert (
+        _keyplane(fresh_database_url, "create-account", "acme", "--admin", "alice").returncode == 0
+    )
+    previous = f"{int(status['head']) - 1:04d}"
+    down = _keyplane(fresh_database_url, "db", "downgrade", previous, "--json")
+    assert down.returncode == 0, down.stderr
+    assert json.loads(down.stdout) == {"current": previous, "head": status["head"]}
+    assert _keyplane(fresh_database_url, "db", "current").returncode == 1  # behind now
+    unknown = _keyplane(fresh_database_url, "db", "downgrade", "9999")
+    assert (unknown.returncode, unknown.stderr) == (
+        1,
+        "keyplane: no schema revision '9999' (`keyplane db current` shows it)\n",
+    )
+    assert _keyplane(fresh_database_url, "db", "upgrade").returncode == 0
+    listed = _keyplane(fresh_database_url, "accounts", "list", "--json")
+    assert '"acme"' in listed.stdout  # the data outlived the round trip
+
 
 def test_keys_list_and_revoke_for_incidents(fresh_database_url):
     create_account(keyplane_env(fresh_database_url, KEYPLANE_ADMIN_PASSWORD="alice-password-1"))
