@@ -18,6 +18,7 @@ DOCUMENTS = [
     REPOSITORY / "README.md",
     REPOSITORY / "CONTRIBUTING.md",
     *sorted((REPOSITORY / "docs").glob("*.md")),
+    REPOSITORY / "deploy" / "README.md",
 ]
 RUNNABLE = ("sh", "python")
 _FENCE = re.compile(r"^( *)```(\w*)\n(.*?)^ *```", re.DOTALL | re.MULTILINE)
@@ -31,6 +32,15 @@ RUN_ELSEWHERE = {
     ("docs/benchmark.md", "Benchmark"): "tests/test_bench_smoke.py",  # its smoke run
     ("CONTRIBUTING.md", "Fuzzing"): "tests/test_live_fuzzing.py",
     ("CONTRIBUTING.md", "Development"): ".ci/run",
+    # The production set-up changes the machine (users, /etc, services): each step runs
+    # in a test of its own, with the shipped files and loopback ports.
+    ("deploy/README.md", "1. Install"): "tests/test_packaging.py",
+    ("deploy/README.md", "2. The database and the secret"): "tests/test_cli.py",
+    ("deploy/README.md", "3. `keyplane serve` under systemd"): "tests/test_deploy.py",
+    ("deploy/README.md", "4. nginx and TLS"): "tests/test_deploy.py",
+    ("deploy/README.md", "5. PgBouncer"): "tests/test_pgbouncer.py",
+    ("deploy/README.md", "6. Backup and restore"): "tests/test_backup.py",
+    ("deploy/README.md", "7. Upgrading"): "tests/test_cli.py",
 }
 
 
