@@ -70,6 +70,7 @@ def free_port() -> int:
 def pgbouncer(database_url: str, pool_mode: str = "transaction") -> Iterator[str]:
     """Debian's PgBouncer on a free loopback port in front of ``database_url``'s server;
     yields the same database's URL through it."""
+    program = debian_program("pgbouncer", "pgbouncer")
     url = make_url(database_url)
     port = free_port()
     folder = Path(tempfile.mkdtemp(prefix="keyplane-pgbouncer-"))
@@ -95,7 +96,7 @@ pidfile = {folder}/pgbouncer.pid
     if as_user:
         shutil.chown(folder, "postgres")
     bouncer = subprocess.Popen(
-        ["/usr/sbin/pgbouncer", *as_user, str(folder / "pgbouncer.ini")],
+        [program, *as_user, str(folder / "pgbouncer.ini")],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -119,3 +120,16 @@ def wait_for_port(port: int, process: subprocess.Popen[str], timeout: float = 15
                 return
         time.sleep(0.05)
     raise AssertionError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def debian_program(name: str, package: str) -> str:
+    """The path of a program from Debian's ``package``: the test is skipped without it,
+    except in CI (``.ci/run`` installs it)."""
+    import pytest
+
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+    if found:
+        return found
+    if os.environ.get("CI"):
+        pytest.fail(f"CI needs Debian's {package}", pytrace=False)
+    pytest.skip(f"SKIPPED: apt-get install {package} to run it")

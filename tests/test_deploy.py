@@ -15,7 +15,6 @@ import ipaddress
 import json
 import re
 import shlex
-import shutil
 import socket
 import ssl
 import subprocess
@@ -36,6 +35,7 @@ from tests.conftest import TEST_SECRET
 from tests.docblocks import REPOSITORY
 from tests.servers import (
     create_account,
+    debian_program,
     free_port,
     keyplane_env,
     wait_for_port,
@@ -45,7 +45,6 @@ from tests.servers import (
 pytestmark = pytest.mark.slow  # a live server, a subprocess or a browser
 
 DEPLOY = REPOSITORY / "deploy"
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 PASSWORD = "deploy-admin-password"
 CLIENT = "127.0.0.3"  # the test, as a client of nginx
 STRANGER = "127.0.0.2"  # the test, as a peer Keyplane does not trust
@@ -90,6 +89,7 @@ def _certificate(folder: Path) -> Path:
 def _nginx(folder: Path, keyplane_port: int) -> Iterator[tuple[int, int]]:
     """The shipped site, with this machine's ports and certificate, under a minimal
     nginx.conf of the test's own (Debian's includes sites-enabled/ the same way)."""
+    nginx = debian_program("nginx", "nginx")
     https, http = free_port(), free_port()
     site = (DEPLOY / "nginx-keyplane.conf").read_text()
     for shipped, here in [
@@ -119,14 +119,14 @@ http {{
 """
     )
     checked = subprocess.run(
-        [NGINX, "-t", "-p", str(folder), "-c", str(folder / "nginx.conf")],
+        [nginx, "-t", "-p", str(folder), "-c", str(folder / "nginx.conf")],
         capture_output=True,
         text=True,
         check=False,
     )
     assert checked.returncode == 0, checked.stderr  # `nginx -t`, as deploy/README.md says
     process = subprocess.Popen(
-        [NGINX, "-p", str(folder), "-c", str(folder / "nginx.conf")],
+        [nginx, "-p", str(folder), "-c", str(folder / "nginx.conf")],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
