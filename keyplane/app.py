@@ -39,7 +39,7 @@ from connexion.jsonifier import Jsonifier
 from connexion.middleware import ConnexionMiddleware, MiddlewarePosition
 from connexion.middleware.request_validation import RequestValidationMiddleware
 from connexion.middleware.routing import RoutingAPI, RoutingMiddleware
-from connexion.middleware.swagger_ui import SwaggerUIMiddleware
+from connexion.middleware.swagger_ui import SwaggerUIAPI, SwaggerUIMiddleware
 from connexion.options import SwaggerUIOptions
 from connexion.spec import Specification
 from connexion.utils import get_function_from_name
@@ -346,7 +346,9 @@ def _middlewares(*, swagger_ui: bool) -> list[Any]:
     shared: dict[str, Any] = {"prefix": f"{HANDLERS}.", "console_prefix": CONSOLE_PREFIX}
     chosen: list[Any] = []
     for middleware in ConnexionMiddleware.default_middlewares:
-        if middleware is SwaggerUIMiddleware and not swagger_ui:
+        if middleware is SwaggerUIMiddleware:
+            if swagger_ui:
+                chosen.append(_SwaggerUI)
             continue
         if middleware is RoutingMiddleware:
             chosen += [_PlainPathRouting, partial(JsonFirst, **shared)]
@@ -355,6 +357,27 @@ def _middlewares(*, swagger_ui: bool) -> list[Any]:
         else:
             chosen.append(middleware)
     return chosen
+
+
+class _SpecWithItsServer(SwaggerUIAPI):  # type: ignore[misc]
+    """The spec as served (``/openapi.json``, Swagger UI), its one server described:
+    Connexion lists it by its path alone, empty at the root, which Swagger UI offers as a
+    blank choice. The path stays as it is: Swagger UI resolves the spec's relative links
+    (``externalDocs``) against it, and ``/`` would make ``/docs/`` the host ``docs``."""
+
+    def _spec_for_prefix(self, request: Any) -> dict[str, Any]:
+        spec: dict[str, Any] = super()._spec_for_prefix(request)
+        base = spec.get("servers", [{}])[0].get("url", "")
+        described = {"url": base, "description": "This server, where this page came from"}
+        return spec | {"servers": [described]}
+
+
+class _SwaggerUI(SwaggerUIMiddleware):  # type: ignore[misc]
+    def add_api(self, specification: Any, base_path: str | None = None, **kwargs: Any) -> None:
+        api = _SpecWithItsServer(
+            specification, base_path=base_path, default=self.default_fn, **kwargs
+        )
+        self.router.mount(api.base_path, app=api.router)
 
 
 class _PlainPathRouting(RoutingMiddleware):  # type: ignore[misc]

@@ -74,6 +74,18 @@ def test_the_seed_002_patch_runs_from_swagger_ui(browser, fresh_database_url):
 
         wait = WebDriverWait(browser, 30)
         browser.get(f"{base}/ui/")
+        # Every operation says in its line what it does, and the one server to try it on
+        # is offered: the one the page came from.
+        wait.until(ready.visibility_of_element_located((By.CSS_SELECTOR, ".opblock")))
+        operations = browser.find_elements(By.CSS_SELECTOR, ".opblock")
+        summaries = [
+            o.find_element(By.CSS_SELECTOR, ".opblock-summary-description").text for o in operations
+        ]
+        assert len(operations) > 40 and all(summary.strip() for summary in summaries)
+        servers = browser.find_elements(By.CSS_SELECTOR, ".servers select option")
+        assert [server.get_attribute("textContent") for server in servers] == [
+            " - This server, where this page came from"
+        ]
         wait.until(ready.element_to_be_clickable((By.CSS_SELECTOR, "button.authorize"))).click()
         wait.until(ready.visibility_of_element_located((By.ID, "oauth_username"))).send_keys(
             "alice"
