@@ -29,7 +29,7 @@ from sqlalchemy.orm.attributes import flag_modified
 
 from keyplane import db
 from keyplane.db import crypto
-from keyplane.db.errors import Conflict, Forbidden, NotFound
+from keyplane.db.errors import Conflict, Forbidden, InvalidInput, NotFound
 from keyplane.db.meta import check_meta
 from keyplane.db.models import ApiKey, ApiKeyPermission, DisabledBy, KeyStatus, key_status_clause
 from keyplane.db.pages import Page, newest_first
@@ -132,6 +132,7 @@ class NewKey:
     enabled: bool = True
     credits: dict[str, Any] | None = None  # as the API takes them (``db.limits.Credits``)
     ratelimits: Sequence[dict[str, Any]] = ()
+    owner_id: int | None = None  # another member, named by an admin (None: the caller)
 
 
 def issue(
@@ -144,6 +145,12 @@ def issue(
     check_meta(new.meta)
     if not db.users.is_active_member(session, account_id, user_id):
         raise Forbidden("You are not a member of this account")
+    if new.owner_id is not None and new.owner_id != user_id:
+        if not by_admin:
+            raise Forbidden("Only account admins create keys for another member")
+        if not db.users.is_active_member(session, account_id, new.owner_id):
+            raise InvalidInput("No active member of this account has this id", ["body", "user_id"])
+        user_id = new.owner_id
     policy = db.policies.of(session, account_id)
     policy.check_expiry(new.expires_at, now)
     granted = db.permissions.require_known(session, account_id, list(new.permissions))
@@ -175,6 +182,8 @@ def issue(
     session.add(key)
     session.flush()
     created = _snapshot(key) | {"key_prefix": key.key_prefix}
+    if key.user_id != caller.user_id:  # an admin's key for another member: both named
+        created["user_id"] = key.user_id
     _audit(session, key, caller.actor, "key.created", now, created)
     return key, full_key
 

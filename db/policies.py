@@ -15,6 +15,7 @@ they have until they are changed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -96,6 +97,19 @@ def replace(
     session: Session, account_id: int, policy: Policy, *, actor: db.audit.Actor, now: datetime
 ) -> Policy:
     """The whole policy at once (PUT); member permissions must be in the catalog."""
+    return change(session, account_id, lambda _: policy, actor=actor, now=now)
+
+
+def change(
+    session: Session,
+    account_id: int,
+    new: Callable[[Policy], Policy],
+    *,
+    actor: db.audit.Actor,
+    now: datetime,
+) -> Policy:
+    """The policy ``new`` makes of the one in force, read under the account row's lock:
+    of concurrent changes (PATCH), each applies to the one before it, none is lost."""
     # FOR NO KEY UPDATE: key and audit inserts (foreign keys to the account) go on.
     account = session.scalar(
         select(Account).where(Account.id == account_id).with_for_update(key_share=True)
@@ -103,6 +117,7 @@ def replace(
     if account is None:
         raise NotFound("Account not found")
     before = of(session, account_id)
+    policy = new(before)
     members = policy.member_permissions
     if members is not None:
         members = tuple(

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 from keyplane import db
 from keyplane.db.policies import Policy
 from keyplane.handlers.context import current_actor, runtime
+
+KEYS_CANNOT_CHANGE = "API keys cannot change the account's policy"
 
 
 def get_policy() -> dict[str, Any]:
@@ -15,21 +19,29 @@ def get_policy() -> dict[str, Any]:
 
 
 def put_policy(body: dict[str, Any]) -> dict[str, Any]:
-    actor = current_actor().require_admin()
-    members = body.get("member_permissions")
-    policy = db.policies.replace(
-        db.session.current(),
-        actor.account_id,
-        Policy(
-            max_key_lifetime_seconds=body.get("max_key_lifetime_seconds"),
-            expiry_required=body.get("expiry_required", False),
-            member_permissions=None if members is None else tuple(members),
-            on_leak=body.get("on_leak", "revoke"),
-        ),
-        actor=actor.audit_actor,
-        now=runtime().now(),
+    """The whole policy: an omitted field takes its default."""
+    return _change(lambda _: dataclasses.replace(Policy(), **_fields(body)))
+
+
+def patch_policy(body: dict[str, Any]) -> dict[str, Any]:
+    """The fields sent; the others stay as they are."""
+    return _change(lambda before: dataclasses.replace(before, **_fields(body)))
+
+
+def _change(new: Callable[[Policy], Policy]) -> dict[str, Any]:
+    actor = current_actor().require_admin(key_message=KEYS_CANNOT_CHANGE)
+    policy = db.policies.change(
+        db.session.current(), actor.account_id, new, actor=actor.audit_actor, now=runtime().now()
     )
     return _shape(policy)
+
+
+def _fields(body: dict[str, Any]) -> dict[str, Any]:
+    """The body's fields as the policy holds them (a body holds only what was sent)."""
+    fields = dict(body)
+    if fields.get("member_permissions") is not None:
+        fields["member_permissions"] = tuple(fields["member_permissions"])
+    return fields
 
 
 def _shape(policy: Policy) -> dict[str, Any]:

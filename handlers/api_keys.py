@@ -7,14 +7,16 @@ from typing import Any
 
 from keyplane import db
 from keyplane.db.access import Actor
+from keyplane.db.errors import InvalidInput
 from keyplane.db.models import ApiKey, KeyStatus
 from keyplane.db.timefmt import parse_rfc3339
 from keyplane.handlers.context import current_actor, runtime
 
 
-def _key_manager() -> Actor:
-    """Every operation here is for users: an API key never manages keys (403)."""
-    return current_actor().require_user()
+def _key_manager(doing: str) -> Actor:
+    """Every operation here is for users: an API key never manages keys (403, saying
+    what it was refused)."""
+    return current_actor().require_user(f"API keys cannot {doing} API keys")
 
 
 def list(  # noqa: A001 - the operationId is api_keys.list
@@ -25,7 +27,7 @@ def list(  # noqa: A001 - the operationId is api_keys.list
 ) -> dict[str, Any]:
     page = db.api_keys.page(
         db.session.current(),
-        _key_manager().key_scope(),
+        _key_manager("list").key_scope(),
         now=runtime().now(),
         status=KeyStatus(status) if status else None,
         cursor=cursor,
@@ -36,7 +38,7 @@ def list(  # noqa: A001 - the operationId is api_keys.list
 
 
 def create(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
-    actor = _key_manager()
+    actor = _key_manager("create")
     current = runtime()
     new = db.api_keys.NewKey(
         description=body.get("description"),
@@ -47,6 +49,7 @@ def create(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
         enabled=body.get("enabled", True),
         credits=body.get("credits"),
         ratelimits=body.get("ratelimits") or [],
+        owner_id=body.get("user_id"),
     )
     session, caller = db.session.current(), actor.key_caller()
     key, full_key = db.api_keys.issue(session, current.secrets, caller, new, current.now())
@@ -54,12 +57,14 @@ def create(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
 
 
 def get(item_id: int) -> dict[str, Any]:
-    return detail(db.api_keys.find(db.session.current(), _key_manager().key_scope(), item_id))
+    return detail(db.api_keys.find(db.session.current(), _key_manager("read").key_scope(), item_id))
 
 
 def update(item_id: int, body: dict[str, Any]) -> dict[str, Any]:
     """An omitted field is unchanged; an explicit null clears it."""
-    actor = _key_manager()
+    actor = _key_manager("update")
+    if "user_id" in body:  # the body is create's, whose user_id names the new key's owner
+        raise InvalidInput("A key's owner never changes", ["body", "user_id"])
     changes: dict[str, Any] = {}
     if "description" in body:
         changes["description"] = body["description"]
@@ -74,13 +79,13 @@ def update(item_id: int, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def revoke(item_id: int) -> dict[str, Any]:
-    caller = _key_manager().key_caller()
+    caller = _key_manager("revoke").key_caller()
     return detail(db.api_keys.revoke(db.session.current(), caller, item_id, runtime().now()))
 
 
 def rotate(item_id: int, body: dict[str, Any]) -> dict[str, Any]:
     """Owner or admin: a new secret for the same record, the old one kept for a grace."""
-    actor = _key_manager()
+    actor = _key_manager("rotate")
     current = runtime()
     key, full_key = db.api_keys.rotate(
         db.session.current(),
@@ -108,7 +113,7 @@ def detail(key: ApiKey, *, full_key: str | None = None) -> dict[str, Any]:
 
 def credits(item_id: int, body: dict[str, Any]) -> dict[str, Any]:  # noqa: A001
     """Admins: ``set``, ``increment`` or ``decrement`` a key's credits."""
-    caller = _key_manager().key_caller()
+    caller = _key_manager("change the credits of").key_caller()
     key = db.api_keys.change_credits(
         db.session.current(), caller, item_id, body["op"], body["value"], runtime().now()
     )

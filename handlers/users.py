@@ -34,7 +34,7 @@ def list() -> dict[str, Any]:  # noqa: A001 - the operationId is users.list
 
 
 def create(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
-    actor = current_actor().require_admin()
+    actor = current_actor().require_admin(key_message=USERS_ONLY)
     password_hash = runtime().passwords.hash(body["password"])  # before any transaction opens
     session = db.session.current()
     user = db.users.create(session, body["username"], password_hash, account_id=actor.account_id)
@@ -88,7 +88,7 @@ def change_password(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str
 
 
 def reset_password(user_id: int, body: dict[str, Any]) -> tuple[None, int]:
-    actor = current_actor().require_admin()
+    actor = current_actor().require_admin(key_message=USERS_ONLY)
     if user_id == actor.user_id:
         raise Forbidden("Change your own password with POST /v1/users/me/password")
     with db.session.apart(writes=False) as session:
@@ -113,7 +113,7 @@ def reset_password(user_id: int, body: dict[str, Any]) -> tuple[None, int]:
 
 
 def update(user_id: int, body: dict[str, Any]) -> dict[str, Any]:
-    actor = current_actor().require_admin()
+    actor = current_actor().require_admin(key_message=USERS_ONLY)
     user, membership = db.accounts.set_role(
         db.session.current(),
         actor.account_id,
@@ -126,7 +126,7 @@ def update(user_id: int, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def remove(user_id: int) -> tuple[None, int]:
-    actor = current_actor().require_admin()
+    actor = current_actor().require_admin(key_message=USERS_ONLY)
     session, now = db.session.current(), runtime().now()
     db.accounts.remove_member(session, actor.account_id, user_id, actor=actor.audit_actor, now=now)
     return None, 204

@@ -9,6 +9,7 @@ admin must not see.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import Any
 
 import pytest
@@ -210,6 +211,37 @@ class TestPolicies:
             assert final in bodies
             client.put("/v1/account/policy", json={}, headers=live.auth)
 
+    def test_concurrent_patches_of_different_fields_all_land_in_an_unbroken_chain(self, live):
+        """Each PATCH applies to the policy the one before it left: of 48 at once, three
+        fields each, every field ends as one of its own PATCHes set it, and the audit
+        trail's from/to pairs chain without a gap."""
+        lifetimes = [86400 * (i + 1) for i in range(16)]
+        bodies = [{"max_key_lifetime_seconds": days} for days in lifetimes]
+        bodies += [{"on_leak": "disable"}] * 16
+        bodies += [{"member_permissions": ["perm0", "perm1"][: 1 + i % 2]} for i in range(16)]
+        answers = _together(
+            live,
+            [("PATCH", "/v1/account/policy", {"json": b, "headers": live.auth}) for b in bodies],
+        )
+        assert [a.status_code for a in answers] == [200] * 48, [a.text for a in answers][:3]
+        with live.client() as client:
+            final = client.get("/v1/account/policy", headers=live.auth).json()
+            events = client.get(
+                "/v1/audit-events",
+                params={"action": "policy.updated", "limit": 100},
+                headers=live.auth,
+            ).json()["items"]
+            client.put("/v1/account/policy", json={}, headers=live.auth)
+        assert final["on_leak"] == "disable" and final["expiry_required"] is False
+        assert final["max_key_lifetime_seconds"] in lifetimes
+        assert final["member_permissions"] in (["perm0"], ["perm0", "perm1"])
+        for field in ("max_key_lifetime_seconds", "on_leak", "member_permissions"):
+            changes = [e["changes"][field] for e in reversed(events) if field in e["changes"]]
+            assert changes, field
+            for before, after in itertools.pairwise(changes):
+                assert after["from"] == before["to"], (field, before, after)
+            assert changes[-1]["to"] == final[field]
+
 
 class TestRemovalAgainstTheSwitch:
     def test_keys_turned_on_while_their_owner_is_removed_end_disabled(self, live):
@@ -239,13 +271,18 @@ class TestRemovalAgainstTheSwitch:
                 ("POST", "/v1/api-keys", {"json": {}, "headers": _bearer(member_token)})
                 for _ in range(4)
             ]
+            # An admin's keys for the member race the removal too.
+            for_them = {"json": {"user_id": member_id}, "headers": live.auth}
+            creates += [("POST", "/v1/api-keys", for_them) for _ in range(4)]
             answers = _together(live, [*switches[:4], removal, *creates, *switches[4:]])
             statuses = [a.status_code for a in answers]
             assert statuses[4] == 204, answers[4].text
-            assert set(statuses[:4] + statuses[9:]) <= {200, 409}, [a.text for a in answers]
-            # The member's own creates race their removal: made before it, or refused.
+            assert set(statuses[:4] + statuses[13:]) <= {200, 409}, [a.text for a in answers]
+            # The member's own creates race their removal: made before it, or refused;
+            # so do the admin's for them (refused: no longer a member, 422).
             assert set(statuses[5:9]) <= {201, 401, 403}, [a.text for a in answers]
-            keys += [a.json() for a in answers[5:9] if a.status_code == 201]
+            assert set(statuses[9:13]) <= {201, 422}, [a.text for a in answers]
+            keys += [a.json() for a in answers[5:13] if a.status_code == 201]
             for key in keys:
                 assert live.verify(key["full_key"])["code"] == "DISABLED"
                 assert live.get_key(key["id"])["status"] == "disabled"

@@ -43,6 +43,7 @@ def _request_for(operation_id: str, key_id: int, full_key: str) -> tuple[str, st
         ),
         "account.get_policy": ("GET", "/v1/account/policy", {}),
         "account.put_policy": ("PUT", "/v1/account/policy", {"json": {"expiry_required": True}}),
+        "account.patch_policy": ("PATCH", "/v1/account/policy", {"json": {"on_leak": "disable"}}),
         "api_keys.list": ("GET", "/v1/api-keys", {}),
         "api_keys.create": ("POST", "/v1/api-keys", {"json": {}}),
         "api_keys.get": ("GET", f"/v1/api-keys/{key_id}", {}),

@@ -112,6 +112,76 @@ class TestPutPolicy:
         assert client.get("/v1/account/policy", headers=factory.auth(admin)).json() == NO_POLICY
 
 
+def _patch(client, factory, user, **fields):
+    return client.patch("/v1/account/policy", json=fields, headers=factory.auth(user))
+
+
+class TestPatchPolicy:
+    def test_200_changes_only_the_fields_sent_and_audits_them(self, client, factory, admin):
+        _put(client, factory, admin, max_key_lifetime_seconds=30 * DAY, expiry_required=True)
+        response = _patch(client, factory, admin, on_leak="disable")
+        assert response.status_code == 200
+        expected = NO_POLICY | {
+            "max_key_lifetime_seconds": 30 * DAY,
+            "expiry_required": True,
+            "on_leak": "disable",
+        }
+        assert response.json() == expected
+        cleared = _patch(client, factory, admin, max_key_lifetime_seconds=None)
+        assert cleared.json() == expected | {"max_key_lifetime_seconds": None}
+        assert client.get("/v1/account/policy", headers=factory.auth(admin)).json() == (
+            expected | {"max_key_lifetime_seconds": None}
+        )
+        events = client.get(
+            "/v1/audit-events", params={"action": "policy.updated"}, headers=factory.auth(admin)
+        ).json()["items"]
+        assert [event["changes"] for event in events[:2]] == [
+            {"max_key_lifetime_seconds": {"from": 30 * DAY, "to": None}},
+            {"on_leak": {"from": "revoke", "to": "disable"}},
+        ]
+        assert _patch(client, factory, admin).json() == cleared.json()  # nothing sent: no change
+
+    def test_401_without_a_credential(self, client):
+        assert client.patch("/v1/account/policy", json={}).status_code == 401
+
+    def test_403_for_a_member_and_for_an_api_key(self, client, factory, acme, admin, member):
+        refused = _patch(client, factory, member, expiry_required=True)
+        assert (refused.status_code, refused.json()) == (
+            403,
+            {"detail": "Only account admins can do this"},
+        )
+        _, full_key = factory.api_key(admin, acme)
+        by_key = client.patch(
+            "/v1/account/policy", json={"expiry_required": True}, headers={"X-API-Key": full_key}
+        )
+        assert (by_key.status_code, by_key.json()) == (
+            403,
+            {"detail": "API keys cannot change the account's policy"},
+        )
+        assert client.get("/v1/account/policy", headers=factory.auth(admin)).json() == NO_POLICY
+
+    def test_415_for_a_form_body(self, client, factory, admin):
+        response = client.patch(
+            "/v1/account/policy", data={"expiry_required": "true"}, headers=factory.auth(admin)
+        )
+        assert response.status_code == 415
+
+    def test_422_for_bounds_unknown_fields_and_permissions_not_in_the_catalog(
+        self, client, factory, admin
+    ):
+        for fields, loc in [
+            ({"max_key_lifetime_seconds": 1}, ["body", "max_key_lifetime_seconds"]),
+            ({"expiry_required": None}, ["body", "expiry_required"]),
+            ({"on_leak": "ignore"}, ["body", "on_leak"]),
+            ({"max_keys": 3}, ["body", "max_keys"]),
+            ({"member_permissions": ["nope"]}, ["body", "member_permissions", 0]),
+        ]:
+            response = _patch(client, factory, admin, **fields)
+            assert response.status_code == 422, fields
+            assert response.json()["detail"][0]["loc"] == loc
+        assert client.get("/v1/account/policy", headers=factory.auth(admin)).json() == NO_POLICY
+
+
 class TestPolicyAtWork:
     """What a policy refuses, on both APIs, and that nothing is written when it does."""
 

@@ -87,6 +87,72 @@ class TestCreate:
         assert response.json()["description"] is None
         assert response.json()["user_id"] == member.id
 
+    def test_201_an_admin_creates_a_key_owned_by_a_member(self, client, factory, admin, member):
+        expires = "2031-01-01T00:00:00Z"
+        response = client.post(
+            "/v1/api-keys",
+            json={"description": "for the member", "user_id": member.id, "expires_at": expires},
+            headers=factory.auth(admin),
+        )
+        assert response.status_code == 201, response.text
+        created = response.json()
+        assert created["user_id"] == member.id
+        mine = client.get("/v1/api-keys", headers=factory.auth(member)).json()["items"]
+        assert [key["id"] for key in mine] == [created["id"]]
+        # The admin's expiry binds the owner, who may only bring it forward.
+        later = client.patch(
+            f"/v1/api-keys/{created['id']}",
+            json={"expires_at": "2032-01-01T00:00:00Z"},
+            headers=factory.auth(member),
+        )
+        assert later.status_code == 403
+        [event] = client.get(
+            "/v1/audit-events",
+            params={"action": "key.created", "key_id": created["id"]},
+            headers=factory.auth(admin),
+        ).json()["items"]
+        assert (event["actor"]["type"], event["actor"]["id"]) == ("user", admin.id)
+        assert event["changes"]["user_id"] == member.id
+
+    def test_403_for_a_member_naming_another_owner(self, client, factory, admin, member):
+        before = factory.count_keys()
+        response = client.post(
+            "/v1/api-keys", json={"user_id": admin.id}, headers=factory.auth(member)
+        )
+        assert (response.status_code, response.json()) == (
+            403,
+            {"detail": "Only account admins create keys for another member"},
+        )
+        assert factory.count_keys() == before
+        # Naming oneself is the same as naming no one.
+        own = client.post("/v1/api-keys", json={"user_id": member.id}, headers=factory.auth(member))
+        assert (own.status_code, own.json()["user_id"]) == (201, member.id)
+
+    def test_422_for_an_owner_who_is_no_active_member(self, client, factory, acme, admin):
+        outsider = factory.user(factory.account("globex"), Role.ADMIN)
+        before = factory.count_keys()
+        for user_id in (outsider.id, 999_999):
+            response = client.post(
+                "/v1/api-keys", json={"user_id": user_id}, headers=factory.auth(admin)
+            )
+            assert response.status_code == 422
+            assert response.json()["detail"][0]["loc"] == ["body", "user_id"]
+        assert factory.count_keys() == before
+
+    def test_403_when_the_account_policy_refuses_the_owners_key(
+        self, client, factory, admin, member
+    ):
+        client.put(
+            "/v1/account/policy", json={"expiry_required": True}, headers=factory.auth(admin)
+        )
+        before = factory.count_keys()
+        response = client.post(
+            "/v1/api-keys", json={"user_id": member.id}, headers=factory.auth(admin)
+        )
+        assert response.status_code == 403
+        assert "requires keys to expire" in response.json()["detail"]
+        assert factory.count_keys() == before
+
     def test_401_without_a_credential(self, client, factory):
         before = factory.count_keys()
         response = client.post("/v1/api-keys", json={})
@@ -101,9 +167,7 @@ class TestCreate:
         for headers in _key_principal_headers(full_key):
             response = client.post("/v1/api-keys", json={}, headers=headers)
             assert response.status_code == 403
-            assert response.json() == {
-                "detail": "API keys cannot create, update, rotate or revoke API keys"
-            }
+            assert response.json() == {"detail": "API keys cannot create API keys"}
         assert factory.count_keys() == before
 
     def test_415_for_a_body_that_is_not_json(self, client, factory, admin):
@@ -228,7 +292,9 @@ class TestList:
 
     def test_403_for_an_api_key_principal(self, client, key):
         for headers in _key_principal_headers(key[1]):
-            assert client.get("/v1/api-keys", headers=headers).status_code == 403
+            response = client.get("/v1/api-keys", headers=headers)
+            assert response.status_code == 403
+            assert response.json() == {"detail": "API keys cannot list API keys"}
 
     def test_422_for_a_bad_limit_cursor_or_status(self, client, factory, admin):
         response = client.get(
@@ -267,7 +333,9 @@ class TestGet:
 
     def test_403_for_an_api_key_principal(self, client, key):
         for headers in _key_principal_headers(key[1]):
-            assert client.get(f"/v1/api-keys/{key[0].id}", headers=headers).status_code == 403
+            response = client.get(f"/v1/api-keys/{key[0].id}", headers=headers)
+            assert response.status_code == 403
+            assert response.json() == {"detail": "API keys cannot read API keys"}
 
     def test_404_for_another_accounts_key_like_a_missing_one(self, client, factory, key):
         globex = factory.account("globex")
@@ -426,6 +494,21 @@ class TestUpdate:
         assert response.status_code == 401
         assert factory.stored_key(key[0].id).description == "ci deploys"
 
+    def test_422_for_a_new_owner_a_keys_owner_never_changes(
+        self, client, factory, admin, member, key
+    ):
+        record, _ = key
+        for user_id in (member.id, admin.id):
+            response = client.patch(
+                f"/v1/api-keys/{record.id}",
+                json={"description": "moved", "user_id": user_id},
+                headers=factory.auth(admin),
+            )
+            assert response.status_code == 422
+            assert response.json()["detail"][0]["loc"] == ["body", "user_id"]
+        stored = factory.stored_key(record.id)
+        assert (stored.user_id, stored.description) == (admin.id, "ci deploys")
+
     def test_403_for_an_api_key_as_x_api_key_or_bearer(self, client, factory, key):
         record, full_key = key
         for headers in _key_principal_headers(full_key):
@@ -433,9 +516,7 @@ class TestUpdate:
                 f"/v1/api-keys/{record.id}", json={"description": "hijacked"}, headers=headers
             )
             assert response.status_code == 403
-            assert response.json() == {
-                "detail": "API keys cannot create, update, rotate or revoke API keys"
-            }
+            assert response.json() == {"detail": "API keys cannot update API keys"}
         assert factory.stored_key(record.id).description == "ci deploys"
 
     def test_403_for_x_account_id_of_an_account_the_user_is_not_in(
@@ -646,7 +727,9 @@ class TestRevoke:
 
     def test_403_for_an_api_key_principal_even_on_itself(self, client, factory, key):
         for headers in _key_principal_headers(key[1]):
-            assert client.delete(f"/v1/api-keys/{key[0].id}", headers=headers).status_code == 403
+            response = client.delete(f"/v1/api-keys/{key[0].id}", headers=headers)
+            assert response.status_code == 403
+            assert response.json() == {"detail": "API keys cannot revoke API keys"}
         assert factory.stored_key(key[0].id).revoked_at is None
 
     def test_404_for_a_member_revoking_someone_elses_key(self, client, factory, member, key):
@@ -747,6 +830,7 @@ class TestRotate:
         for headers in _key_principal_headers(key[1]):
             response = client.post(f"/v1/api-keys/{key[0].id}/rotate", json={}, headers=headers)
             assert response.status_code == 403
+            assert response.json() == {"detail": "API keys cannot rotate API keys"}
         assert self._verify(client, verifier, key[1])["code"] == "VALID"
 
     def test_404_for_a_member_rotating_someone_elses_key(
