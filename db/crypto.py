@@ -142,6 +142,11 @@ class Secrets:
         its sign-in key, so that ``Alice`` and ``alice`` are throttled as one."""
         return _digest(self.current.login_throttling, usernames.sign_in_key(username))
 
+    def login_address(self, address: str) -> str:
+        """What the login throttle knows of a client address: a keyed hash, apart from
+        every username's."""
+        return _digest(self.current.login_throttling, f"\0address {address}")
+
     def issue_user_token(
         self, user_id: int, ttl: timedelta, now: datetime | None = None, generation: int = 0
     ) -> str:

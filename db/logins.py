@@ -1,4 +1,4 @@
-"""Logins: the per-username throttle, and the audit record of each attempt.
+"""Logins: the per-username and per-address throttle, and the audit record of each attempt.
 
 The throttle counts *attempts*, each one before its password is checked, in one
 atomic statement: an upsert that adds one only while the count is below the limit
@@ -34,20 +34,39 @@ from keyplane.db.models import LoginThrottle, User, UTCDateTime
 
 @dataclass(frozen=True)
 class SignIn:
-    """How long a user token lives, and how many password attempts a window allows."""
+    """How long a user token lives, and how many password attempts a window allows, per
+    username and per client address."""
 
     token_ttl: timedelta
     max_attempts: int
     window: timedelta
+    max_attempts_per_address: int = 100
 
 
-def count_attempt(sign_in: SignIn, subject: str, refusal: str, now: datetime) -> None:
-    """One password attempt for ``subject``, counted in its own committed transaction
-    before the password is checked; past the limit, 429 with ``refusal``."""
+FROM_THIS_ADDRESS = "Too many failed logins from this address; try again later"
+
+
+def count_attempt(
+    sign_in: SignIn, subject: str, refusal: str, now: datetime, address: str | None = None
+) -> None:
+    """One password attempt for ``subject`` (and, for a sign-in, from the client
+    ``address``: ``crypto.Secrets.login_address``), counted in its own committed
+    transaction before the password is checked; past a limit, 429 with its refusal."""
     with db.session.apart(writes=True) as session:
-        wait = admit(
-            session, subject, now=now, max_attempts=sign_in.max_attempts, window=sign_in.window
-        )
+        wait = None
+        if address is not None:
+            wait = admit(
+                session,
+                address,
+                now=now,
+                max_attempts=sign_in.max_attempts_per_address,
+                window=sign_in.window,
+            )
+            refusal = FROM_THIS_ADDRESS if wait is not None else refusal
+        if wait is None:
+            wait = admit(
+                session, subject, now=now, max_attempts=sign_in.max_attempts, window=sign_in.window
+            )
     if wait is not None:
         raise TooManyRequests(refusal, retry_after_seconds=wait)
 
@@ -97,9 +116,13 @@ def admit(
     return max(1, math.ceil(wait.total_seconds()))
 
 
-def succeeded(session: Session, subject: str, user: User, now: datetime) -> None:
-    """A successful login clears the subject's count."""
-    session.execute(delete(LoginThrottle).where(LoginThrottle.subject == subject))
+def succeeded(
+    session: Session, subject: str, user: User, now: datetime, address: str | None = None
+) -> None:
+    """A successful login clears the username's count, and its address's: the address
+    limit stops guessing across many names, not a place where people sign in."""
+    cleared = [subject] if address is None else [subject, address]
+    session.execute(delete(LoginThrottle).where(LoginThrottle.subject.in_(cleared)))
     _audit(session, "login.succeeded", audit.Actor.user(user.id), user, subject, now)
 
 

@@ -1,4 +1,5 @@
-"""``/v1/auth/token``: the OAuth2 password grant (RFC 6749 §4.3), throttled per username.
+"""``/v1/auth/token``: the OAuth2 password grant (RFC 6749 §4.3), throttled per username
+and per client address.
 
 Each step has its own short transaction, and none is open while the password is
 checked: the attempt is counted first (so at most the limit of attempts ever reach
@@ -21,9 +22,10 @@ def token(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
     current = runtime()
     now, username = current.now(), body["username"]
     subject = current.secrets.login_subject(username)
-    db.logins.count_attempt(
-        current.sign_in, subject, "Too many failed logins for this username; try again later", now
-    )
+    client = db.audit.CLIENT_ADDRESS.get()  # the peer, or the client a trusted proxy names
+    address = current.secrets.login_address(client) if client else None
+    refusal = "Too many failed logins for this username; try again later"
+    db.logins.count_attempt(current.sign_in, subject, refusal, now, address)
     with db.session.apart(writes=False) as session:
         user = db.users.by_username(session, username)
     # The same work for an unknown user as for a known one, a few at a time per worker.
@@ -31,7 +33,7 @@ def token(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
     accepted = user is not None and valid and user.is_active
     with db.session.apart(writes=True) as session:
         if user is not None and accepted:
-            db.logins.succeeded(session, subject, user, now)
+            db.logins.succeeded(session, subject, user, now, address)
         else:
             db.logins.failed(session, subject, user, now)
     if user is None or not accepted:

@@ -163,6 +163,7 @@ class Service:
                 token_ttl=timedelta(seconds=settings.token_ttl_seconds),
                 max_attempts=settings.login_max_failures,
                 window=timedelta(seconds=settings.login_window_seconds),
+                max_attempts_per_address=settings.login_max_failures_per_address,
             ),
             request_timeout_seconds=settings.request_timeout_seconds,
             spenders=spenders,

@@ -43,6 +43,8 @@ class Settings:
     last_used_resolution_seconds: int = 5
     login_max_failures: int = 10
     login_window_seconds: int = 900
+    # ... and from one client address, whatever the usernames (guessing across names).
+    login_max_failures_per_address: int = 100
     # "on": GET /metrics on the API's port, for this bearer token only; "off"; or a port
     # number of its own.
     metrics: str = "on"
@@ -114,6 +116,9 @@ class Settings:
             last_used_resolution_seconds=_int(env, "KEYPLANE_LAST_USED_RESOLUTION_SECONDS", 5),
             login_max_failures=_int(env, "KEYPLANE_LOGIN_MAX_FAILURES", 10),
             login_window_seconds=_int(env, "KEYPLANE_LOGIN_WINDOW_SECONDS", 900),
+            login_max_failures_per_address=_int(
+                env, "KEYPLANE_LOGIN_MAX_FAILURES_PER_ADDRESS", 100
+            ),
             metrics=env.get("KEYPLANE_METRICS", "on"),
             metrics_token=env.get("KEYPLANE_METRICS_TOKEN") or None,
             admin_password=env.get("KEYPLANE_ADMIN_PASSWORD") or None,
@@ -155,7 +160,12 @@ class Settings:
                     f"{name} must be a random value of at least {MIN_SECRET_BYTES} bytes; "
                     f"generate one with: {HOW_TO_GENERATE}"
                 )
-        for name in ("token_ttl_seconds", "login_max_failures", "login_window_seconds"):
+        for name in (
+            "token_ttl_seconds",
+            "login_max_failures",
+            "login_max_failures_per_address",
+            "login_window_seconds",
+        ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"KEYPLANE_{name.upper()} must be positive")
         if self.metrics not in {"on", "off"} and not (

@@ -48,6 +48,7 @@ DEPLOY = REPOSITORY / "deploy"
 PASSWORD = "deploy-admin-password"
 CLIENT = "127.0.0.3"  # the test, as a client of nginx
 STRANGER = "127.0.0.2"  # the test, as a peer Keyplane does not trust
+NEIGHBOUR = "127.0.0.4"  # another client of nginx
 KEYPLANE_LIMIT = 16 * 1024  # smaller than nginx's 64k: both 413s are seen
 
 
@@ -164,6 +165,13 @@ def _keyplane(env: dict[str, str], folder: Path) -> Iterator[tuple[int, Path]]:
             server.wait(timeout=30)
 
 
+def _sign_in(
+    client: httpx.Client, username: str, password: str, headers: dict[str, str] | None = None
+) -> httpx.Response:
+    body = {"grant_type": "password", "username": username, "password": password}
+    return client.post("/v1/auth/token", data=body, headers=headers)
+
+
 def _lines(log: Path) -> list[dict[str, object]]:
     found = []
     for line in log.read_text().splitlines():
@@ -190,6 +198,7 @@ def test_behind_nginx_with_tls_keyplane_sees_the_real_client_and_never_a_forged_
         KEYPLANE_ADMIN_PASSWORD=PASSWORD,
         KEYPLANE_TRUSTED_PROXIES="127.0.0.1",
         KEYPLANE_MAX_BODY_BYTES=str(KEYPLANE_LIMIT),
+        KEYPLANE_LOGIN_MAX_FAILURES_PER_ADDRESS="3",
     )
     create_account(env)
     with _keyplane(env, tmp_path) as (port, log), _nginx(tmp_path, port) as (https, http):
@@ -202,10 +211,7 @@ def test_behind_nginx_with_tls_keyplane_sees_the_real_client_and_never_a_forged_
             assert moved.status_code == 308
             assert moved.headers["location"].startswith("https://")
 
-            token = client.post(
-                "/v1/auth/token",
-                data={"grant_type": "password", "username": "alice", "password": PASSWORD},
-            ).json()["access_token"]
+            token = _sign_in(client, "alice", PASSWORD).json()["access_token"]
             auth = {"Authorization": f"Bearer {token}"}
             # A forged X-Forwarded-For through nginx is replaced by the real address.
             created = client.post(
@@ -224,8 +230,22 @@ def test_behind_nginx_with_tls_keyplane_sees_the_real_client_and_never_a_forged_
             theirs = client.post("/v1/api-keys", content=b"x" * (128 * 1024), headers=auth)
             assert theirs.status_code == 413 and "nginx" in theirs.text
 
-        # Straight to Keyplane from an address it does not trust: the header is ignored.
+            # The login throttle counts the real client's guesses, not nginx's address:
+            # three across names from this client, and it is refused...
+            for name in ("alice", "bob", "carol"):
+                assert _sign_in(client, name, "wrong-password").status_code == 400
+            refused = _sign_in(client, "alice", PASSWORD)
+            assert refused.status_code == 429
+            assert "from this address" in refused.json()["detail"]
+        # ... while another client, through the same nginx, is not.
+        with _client(NEIGHBOUR, base_url=site, trusting=certificate) as other:
+            assert _sign_in(other, "alice", PASSWORD).status_code == 200
+
+        # Straight to Keyplane from an address it does not trust: the header is ignored
+        # (and claiming the throttled client's address does not make it so).
         with _client(STRANGER, base_url=f"http://127.0.0.1:{port}") as direct:
+            claimed = {"X-Forwarded-For": CLIENT}
+            assert _sign_in(direct, "alice", PASSWORD, claimed).status_code == 200
             forged = direct.post(
                 "/v1/api-keys",
                 json={"description": "forged"},

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select, update
 
+from keyplane.app import create_app
 from keyplane.db.models import AuditEvent, LoginThrottle, Role, User
 from tests.factories import PASSWORD
 
@@ -155,8 +157,9 @@ class TestToken:
         self._fail(client, "my-password-typed-as-a-name")
         with sessions() as session, session.begin():
             rows = session.scalars(select(LoginThrottle)).all()
-            assert len(rows) == 2
-            assert not {"alice", "my-password-typed-as-a-name"} & {r.subject for r in rows}
+            assert len(rows) == 3  # two usernames and the one client address, all hashed
+            typed = {"alice", "my-password-typed-as-a-name", "testclient"}
+            assert not typed & {r.subject for r in rows}
             events = session.scalars(select(AuditEvent)).all()
             assert "my-password-typed-as-a-name" not in repr(
                 [(e.target_id, e.changes) for e in events]
@@ -168,7 +171,7 @@ class TestToken:
             )
         self._fail(client, "someone-else")
         with sessions() as session:
-            assert len(session.scalars(select(LoginThrottle)).all()) == 1
+            assert len(session.scalars(select(LoginThrottle)).all()) == 2  # name and address
 
     def test_a_failed_login_names_the_user_as_target_not_actor(self, client, sessions, alice):
         self._fail(client, "alice")
@@ -183,3 +186,34 @@ class TestToken:
             ("login.failed", "anonymous", None, "user", str(alice.id)),
             ("login.succeeded", "user", alice.id, "user", str(alice.id)),
         ]
+
+
+@pytest.fixture
+def three_per_address(settings, engine):
+    """The service with a limit of 3 failed logins per client address."""
+    app = create_app(replace(settings, login_max_failures_per_address=3))
+    with app.test_client() as client:
+        app.service.sender.stop()
+        yield client
+
+
+class TestThrottlePerAddress:
+    def test_429_for_guesses_across_usernames_from_one_address(self, three_per_address, alice):
+        client = three_per_address
+        for username in ("alice", "bob", "carol"):  # one guess each: no username's limit
+            assert _login(client, username, "wrong-password").status_code == 400
+        refused = _login(client, "alice", PASSWORD)
+        assert refused.status_code == 429
+        assert refused.json() == {
+            "detail": "Too many failed logins from this address; try again later"
+        }
+        assert 890 <= int(refused.headers["Retry-After"]) <= 900
+
+    def test_a_success_clears_the_address_count(self, three_per_address, alice):
+        client = three_per_address
+        for username in ("bob", "carol"):
+            assert _login(client, username, "wrong-password").status_code == 400
+        assert _login(client, "alice", PASSWORD).status_code == 200
+        for username in ("bob", "carol"):
+            assert _login(client, username, "wrong-password").status_code == 400
+        assert _login(client, "alice", PASSWORD).status_code == 200
