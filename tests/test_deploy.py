@@ -165,6 +165,20 @@ def _keyplane(env: dict[str, str], folder: Path) -> Iterator[tuple[int, Path]]:
             server.wait(timeout=30)
 
 
+def _production_env(database_url: str, **extra: str) -> dict[str, str]:
+    """deploy/README.md's settings (nginx, on 127.0.0.1, the one trusted proxy), with an
+    account whose admin is alice."""
+    env = keyplane_env(
+        database_url,
+        KEYPLANE_SECRET_KEY=TEST_SECRET,
+        KEYPLANE_ADMIN_PASSWORD=PASSWORD,
+        KEYPLANE_TRUSTED_PROXIES="127.0.0.1",
+        **extra,
+    )
+    create_account(env)
+    return env
+
+
 def _sign_in(
     client: httpx.Client, username: str, password: str, headers: dict[str, str] | None = None
 ) -> httpx.Response:
@@ -192,15 +206,11 @@ def test_behind_nginx_with_tls_keyplane_sees_the_real_client_and_never_a_forged_
     fresh_database_url, tmp_path
 ):
     certificate = _certificate(tmp_path)
-    env = keyplane_env(
+    env = _production_env(
         fresh_database_url,
-        KEYPLANE_SECRET_KEY=TEST_SECRET,
-        KEYPLANE_ADMIN_PASSWORD=PASSWORD,
-        KEYPLANE_TRUSTED_PROXIES="127.0.0.1",
         KEYPLANE_MAX_BODY_BYTES=str(KEYPLANE_LIMIT),
         KEYPLANE_LOGIN_MAX_FAILURES_PER_ADDRESS="3",
     )
-    create_account(env)
     with _keyplane(env, tmp_path) as (port, log), _nginx(tmp_path, port) as (https, http):
         site = f"https://127.0.0.1:{https}"
         with _client(CLIENT, base_url=site, trusting=certificate) as client:
@@ -268,14 +278,7 @@ def test_a_slow_client_is_cut_by_nginx_and_never_holds_a_keyplane_worker(
     """More trickling uploads than Keyplane has threads: nginx holds them all, Keyplane
     never sees one and keeps answering; nginx closes each at its body timeout (10 s)."""
     certificate = _certificate(tmp_path)
-    env = keyplane_env(
-        fresh_database_url,
-        KEYPLANE_SECRET_KEY=TEST_SECRET,
-        KEYPLANE_ADMIN_PASSWORD=PASSWORD,
-        KEYPLANE_TRUSTED_PROXIES="127.0.0.1",
-        KEYPLANE_THREADS="2",
-    )
-    create_account(env)
+    env = _production_env(fresh_database_url, KEYPLANE_THREADS="2")
     with _keyplane(env, tmp_path) as (port, log), _nginx(tmp_path, port) as (https, _):
         context = ssl.create_default_context(cafile=str(certificate))
         slow = []
@@ -292,11 +295,7 @@ def test_a_slow_client_is_cut_by_nginx_and_never_holds_a_keyplane_worker(
         started = time.monotonic()
         with _client(CLIENT, base_url=f"https://127.0.0.1:{https}", trusting=certificate) as c:
             for _ in range(20):
-                token = c.post(
-                    "/v1/auth/token",
-                    data={"grant_type": "password", "username": "alice", "password": PASSWORD},
-                )
-                assert token.status_code == 200
+                assert _sign_in(c, "alice", PASSWORD).status_code == 200
         assert time.monotonic() - started < 8, "a request waited behind the slow clients"
         for connection in slow:  # nginx ends each once its body stops for 10 s
             connection.settimeout(20)
