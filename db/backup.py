@@ -25,13 +25,27 @@ from keyplane.db.errors import Conflict, KeyplaneError
 
 
 def backup(engine: Engine, target: Path) -> None:
-    """A copy of the database at one moment, written to ``target`` (a new path)."""
-    if target.exists():
-        raise Conflict(f"{target} exists: a backup goes to a new path")
-    if engine.dialect.name == "sqlite":
-        _sqlite_copy(_sqlite_path(engine.url), target)
-    else:
-        _run_tool("pg_dump", engine.url, "--format=custom", "--file", str(target))
+    """A copy of the database at one moment, written to ``target`` (a new path), readable
+    by its owner only: it holds password hashes and the audit trail."""
+    _new_private_file(target, "a backup goes to a new path")
+    try:
+        if engine.dialect.name == "sqlite":
+            _sqlite_copy(_sqlite_path(engine.url), target)
+        else:
+            _run_tool("pg_dump", engine.url, "--format=custom", "--file", str(target))
+    except BaseException:
+        target.unlink(missing_ok=True)  # never a half-written backup
+        raise
+
+
+def _new_private_file(path: Path, otherwise: str) -> None:
+    """Create ``path``, empty and mode 0600, or say it exists (never overwritten)."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        raise Conflict(f"{path} exists: {otherwise}") from None
+    except OSError as error:
+        raise KeyplaneError(f"cannot write {path}: {error.strerror}") from None
 
 
 def restore(engine: Engine, source: Path) -> None:
@@ -40,11 +54,16 @@ def restore(engine: Engine, source: Path) -> None:
         raise KeyplaneError(f"no backup at {source}")
     if engine.dialect.name == "sqlite":
         target = _sqlite_path(engine.url)
-        if target.exists() and target.stat().st_size:
-            raise Conflict(f"{target} exists: restore into a new database")
         if not _is_keyplane_sqlite(source):
             raise KeyplaneError(f"{source} is not a backup of a Keyplane SQLite database")
-        _sqlite_copy(source, target)
+        if target.exists() and not target.stat().st_size:
+            target.unlink()  # an empty file is no database yet
+        _new_private_file(target, "restore into a new database")
+        try:
+            _sqlite_copy(source, target)
+        except BaseException:
+            target.unlink(missing_ok=True)
+            raise
         return
     if inspect(engine).get_table_names():
         raise Conflict(f"the database {engine.url.database} is not empty: restore into a new one")
@@ -58,9 +77,12 @@ def _sqlite_path(url: URL) -> Path:
 
 
 def _sqlite_copy(source: Path, target: Path) -> None:
-    """Copy in one step to a draft beside ``target``, then move it into place: a copy
-    that failed half-way is never mistaken for a backup or a database."""
+    """Copy in one step to a private draft beside ``target``, then move it into place
+    (over the empty file made for it): a copy that failed half-way is never mistaken for
+    a backup or a database."""
     draft = target.with_name(f".{target.name}.partial")
+    draft.unlink(missing_ok=True)  # an earlier copy's, cut short
+    _new_private_file(draft, "another copy is being made there")
     reading = sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True)
     try:
         writing = sqlite3.connect(draft)

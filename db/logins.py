@@ -1,4 +1,4 @@
-"""Logins: the per-username and per-address throttle, and the audit record of each attempt.
+"""Logins: the per-username and per-address throttles, and the audit record of each attempt.
 
 The throttle counts *attempts*, each one before its password is checked, in one
 atomic statement: an upsert that adds one only while the count is below the limit
@@ -6,6 +6,11 @@ atomic statement: an upsert that adds one only while the count is below the limi
 at once, on however many workers and instances, at most ``max_attempts`` per
 window reach the password check; a successful login clears the count. Windows that
 ended are purged as new attempts come in, so the table holds only live counts.
+
+A sign-in is also refused once its client address has *failed* too often in the
+window, whatever the usernames (guessing across many names). Failures are counted
+after the password check, so attempts already in flight may pass that limit by their
+number; a success does not clear it.
 
 Usernames are never stored: the throttle and the audit trail see a keyed hash of
 the name (``crypto.Secrets.login_subject``), because people type passwords into
@@ -18,6 +23,7 @@ Sign-in (``POST /v1/auth/token``) and a password change both count an attempt he
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -49,26 +55,36 @@ FROM_THIS_ADDRESS = "Too many failed logins from this address; try again later"
 def count_attempt(
     sign_in: SignIn, subject: str, refusal: str, now: datetime, address: str | None = None
 ) -> None:
-    """One password attempt for ``subject`` (and, for a sign-in, from the client
-    ``address``: ``crypto.Secrets.login_address``), counted in its own committed
-    transaction before the password is checked; past a limit, 429 with its refusal."""
+    """One password attempt for ``subject``, counted in its own committed transaction
+    before the password is checked; past the limit, 429 with ``refusal``. A sign-in from
+    a client ``address`` (``crypto.Secrets.login_address``) is refused first if that
+    address has failed too often (``failed`` counts its failures)."""
     with db.session.apart(writes=True) as session:
-        wait = None
-        if address is not None:
-            wait = admit(
-                session,
-                address,
-                now=now,
-                max_attempts=sign_in.max_attempts_per_address,
-                window=sign_in.window,
-            )
-            refusal = FROM_THIS_ADDRESS if wait is not None else refusal
-        if wait is None:
+        wait = _address_wait(session, sign_in, address, now) if address is not None else None
+        if wait is not None:
+            refusal = FROM_THIS_ADDRESS
+        else:
             wait = admit(
                 session, subject, now=now, max_attempts=sign_in.max_attempts, window=sign_in.window
             )
     if wait is not None:
         raise TooManyRequests(refusal, retry_after_seconds=wait)
+
+
+def _address_wait(session: Session, sign_in: SignIn, address: str, now: datetime) -> int | None:
+    """Seconds the address must wait, if its failures in the window reached the limit."""
+    row = session.execute(
+        select(LoginThrottle.window_started_at, LoginThrottle.attempts).where(
+            LoginThrottle.subject == address
+        )
+    ).one_or_none()
+    if row is None or row.window_started_at <= now - sign_in.window:
+        return None
+    if row.attempts < sign_in.max_attempts_per_address:
+        return None
+    started: datetime = row.window_started_at
+    wait = started + sign_in.window - now
+    return max(1, math.ceil(wait.total_seconds()))
 
 
 def grant(
@@ -116,18 +132,32 @@ def admit(
     return max(1, math.ceil(wait.total_seconds()))
 
 
-def succeeded(
-    session: Session, subject: str, user: User, now: datetime, address: str | None = None
-) -> None:
-    """A successful login clears the username's count, and its address's: the address
-    limit stops guessing across many names, not a place where people sign in."""
-    cleared = [subject] if address is None else [subject, address]
-    session.execute(delete(LoginThrottle).where(LoginThrottle.subject.in_(cleared)))
+def succeeded(session: Session, subject: str, user: User, now: datetime) -> None:
+    """A successful login clears the username's count (never its address's: a sign-in
+    to an account of one's own must not buy more guesses at others)."""
+    session.execute(delete(LoginThrottle).where(LoginThrottle.subject == subject))
     _audit(session, "login.succeeded", audit.Actor.user(user.id), user, subject, now)
 
 
-def failed(session: Session, subject: str, user: User | None, now: datetime) -> None:
-    """Whoever failed is not known: the actor is anonymous, the user is the target."""
+def failed(
+    session: Session,
+    subject: str,
+    user: User | None,
+    now: datetime,
+    address: tuple[SignIn, str] | None = None,
+) -> None:
+    """Whoever failed is not known: the actor is anonymous, the user is the target. A
+    failed sign-in counts against the client's address too (``address``: the limits
+    and the address's keyed hash)."""
+    if address is not None:
+        sign_in, subject_of_address = address
+        admit(
+            session,
+            subject_of_address,
+            now=now,
+            max_attempts=sys.maxsize,  # counted, never refused here: count_attempt refuses
+            window=sign_in.window,
+        )
     _audit(session, "login.failed", audit.ANONYMOUS, user, subject, now)
 
 

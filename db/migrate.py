@@ -15,6 +15,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import Connection, Engine, text
 
 from keyplane.db.engine import for_writing
@@ -46,8 +47,11 @@ def downgrade(engine: Engine, revision: str) -> None:
     script = ScriptDirectory.from_config(_config())
     if revision not in {"base", *(known.revision for known in script.walk_revisions())}:
         raise KeyplaneError(f"no schema revision {revision!r} (`keyplane db current` shows it)")
-    with _locked(engine) as (_, config):
-        command.downgrade(config, revision)
+    try:
+        with _locked(engine) as (_, config):
+            command.downgrade(config, revision)
+    except CommandError as error:  # above the database's own revision, say
+        raise KeyplaneError(f"cannot go down to {revision}: {error}") from None
 
 
 @contextlib.contextmanager

@@ -33,9 +33,10 @@ def token(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
     accepted = user is not None and valid and user.is_active
     with db.session.apart(writes=True) as session:
         if user is not None and accepted:
-            db.logins.succeeded(session, subject, user, now, address)
+            db.logins.succeeded(session, subject, user, now)
         else:
-            db.logins.failed(session, subject, user, now)
+            counted = (current.sign_in, address) if address is not None else None
+            db.logins.failed(session, subject, user, now, counted)
     if user is None or not accepted:
         raise OAuthError("invalid_grant", "Incorrect username or password")
     answer = db.logins.grant(current.sign_in, current.secrets, user.id, user.token_generation, now)

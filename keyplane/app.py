@@ -237,6 +237,7 @@ class Keyplane:
             guarded,
             routes=_routes(contract.resolved),
             pool_in_use=_pool_in_use(service.engine),
+            proxies_trusted=bool(settings.trusted_proxies),
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import ipaddress
 import json
 import os
 import secrets
@@ -522,6 +523,8 @@ def current(operator: Operator, as_json: bool) -> None:
 @operator_command()
 def downgrade(operator: Operator, revision: str, as_json: bool) -> None:
     """Undo the schema's migrations after REVISION (rolling back one version)."""
+    if revision == "base":
+        raise BadSetup("`base` would drop every table: to start afresh, drop the database")
     db.migrate.downgrade(operator.engine, revision)
     now, head = db.migrate.current_revision(operator.engine), db.migrate.head_revision()
     _emit(as_json, {"current": now, "head": head}, f"schema revision {now}")
@@ -532,6 +535,7 @@ def downgrade(operator: Operator, revision: str, as_json: bool) -> None:
 @operator_command()
 def backup(operator: Operator, path: Path) -> None:
     """Copy the database, as it is at one moment, to PATH (safe while serving)."""
+    _not_through_a_pooler(operator.settings)
     db.backup.backup(operator.engine, path)
     click.echo(f"backed up to {path}; the server secret is not in it: keep it apart")
 
@@ -541,9 +545,20 @@ def backup(operator: Operator, path: Path) -> None:
 @operator_command(existing=False)
 def restore(operator: Operator, path: Path) -> None:
     """Make the database (a new, empty one) from the backup at PATH."""
+    _not_through_a_pooler(operator.settings)
     db.backup.restore(operator.engine, path)
     revision = db.migrate.current_revision(operator.engine)
     click.echo(f"restored from {path}: schema revision {revision}")
+
+
+def _not_through_a_pooler(settings: Settings) -> None:
+    """pg_dump and pg_restore change their session's settings, which a transaction
+    pooler would leave on a server connection for Keyplane's next transaction."""
+    if settings.db_pooler != "none":
+        raise BadSetup(
+            "back up and restore on PostgreSQL itself, not through the pooler: run this "
+            "with KEYPLANE_DATABASE_URL on PostgreSQL's own port and KEYPLANE_DB_POOLER unset"
+        )
 
 
 def _revision(operator: Operator, as_json: bool) -> None:
@@ -659,7 +674,11 @@ def _run_server(settings: Settings, host: str, port: int, workers: int, plane: s
         # otherwise believe any local process): the client address the request log,
         # the audit trail and the login throttle see is never one a client made up.
         proxy_headers=bool(settings.trusted_proxies),
-        forwarded_allow_ips=list(settings.trusted_proxies) or None,
+        # As networks: uvicorn would take "10.0.0.1/8" for a name that matches nothing.
+        forwarded_allow_ips=[
+            str(ipaddress.ip_network(proxy, strict=False)) for proxy in settings.trusted_proxies
+        ]
+        or None,
     )
 
 

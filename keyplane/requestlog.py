@@ -24,6 +24,7 @@ from keyplane.handlers import context
 
 logger = logging.getLogger("keyplane.requests")
 _ACCEPTABLE_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+MAX_ADDRESS_LENGTH = 45  # an IPv6 address with an IPv4 tail (db.models.AuditEvent)
 
 
 class RequestLog:
@@ -33,10 +34,14 @@ class RequestLog:
         *,
         routes: Mapping[str, str],
         pool_in_use: Callable[[], int] | None = None,
+        proxies_trusted: bool = True,
     ) -> None:
         self.app = app
         self.routes = routes  # resolved operation -> "operationId METHOD /path/{template}"
         self.pool_in_use = pool_in_use
+        # Without KEYPLANE_TRUSTED_PROXIES, the first forwarded header is worth a warning:
+        # behind a proxy, every client would look like the proxy (and share its limits).
+        self._warn_of_a_proxy = not proxies_trusted
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -46,7 +51,17 @@ class RequestLog:
         request_id = given if _ACCEPTABLE_ID.match(given) else uuid.uuid4().hex
         facts, token = context.start_facts()
         client = scope.get("client")
-        address = client[0] if client else None
+        # As the server saw it: the peer, or the client a trusted proxy names; a value
+        # longer than any IP address (a proxy's mistake) is not kept.
+        address = client[0] if client and len(client[0]) <= MAX_ADDRESS_LENGTH else None
+        if self._warn_of_a_proxy and b"x-forwarded-for" in dict(scope["headers"]):
+            self._warn_of_a_proxy = False
+            logger.warning(
+                "a request came with X-Forwarded-For from %s, which is not a trusted proxy: "
+                "it was ignored. Behind a reverse proxy, list it in KEYPLANE_TRUSTED_PROXIES, "
+                "or every client looks like the proxy",
+                address,
+            )
         address_token = db.audit.CLIENT_ADDRESS.set(address)
         status = 500
         started = time.perf_counter()

@@ -5,6 +5,7 @@ did before (the procedure of deploy/README.md, secret included)."""
 from __future__ import annotations
 
 import shutil
+import stat
 import subprocess
 import threading
 import time
@@ -99,6 +100,7 @@ def test_a_backup_of_a_loaded_server_restores_with_every_key_as_before(
                 worker.join(timeout=60)
         assert done.returncode == 0, done.stderr
         assert "the server secret is not in it" in done.stdout
+        assert stat.S_IMODE(backup.stat().st_mode) == 0o600  # password hashes, the trail
         assert statuses and all(status < 500 for status in statuses), sorted(set(statuses))
         assert during, "no write landed while the backup ran"
 
@@ -166,3 +168,19 @@ def test_backup_and_restore_refuse_what_would_lose_data(db_kind, fresh_database_
         assert listed.returncode == 0 and '"acme"' in listed.stdout
         if db_kind == "sqlite":
             assert not list(Path(make_url(other_url).database or "").parent.glob(".*.partial"))
+
+
+def test_backup_and_restore_refuse_to_go_through_a_transaction_pooler(fresh_database_url, tmp_path):
+    """pg_dump's session settings would stay on a pooled server connection."""
+    create_account(
+        keyplane_env(
+            fresh_database_url, KEYPLANE_SECRET_KEY=TEST_SECRET, KEYPLANE_ADMIN_PASSWORD=PASSWORD
+        )
+    )
+    env = keyplane_env(fresh_database_url, KEYPLANE_DB_POOLER="transaction")
+    for argv in (["db", "backup", str(tmp_path / "b")], ["db", "restore", str(tmp_path / "b")]):
+        refused = _keyplane(env, *argv)
+        assert refused.returncode == 2
+        assert refused.stderr.startswith("keyplane: back up and restore on PostgreSQL itself")
+        assert refused.stderr.count("\n") == 1
+    assert not (tmp_path / "b").exists()

@@ -234,6 +234,14 @@ def test_db_current_and_upgrade(db_kind, fresh_database_url):
         1,
         "keyplane: no schema revision '9999' (`keyplane db current` shows it)\n",
     )
+    above = _keyplane(fresh_database_url, "db", "downgrade", status["head"])
+    assert above.returncode == 1 and above.stderr.startswith(
+        f"keyplane: cannot go down to {status['head']}: "
+    )
+    assert above.stderr.count("\n") == 1
+    everything = _keyplane(fresh_database_url, "db", "downgrade", "base")
+    assert (everything.returncode, everything.stderr.count("\n")) == (2, 1)
+    assert _keyplane(fresh_database_url, "db", "current").returncode == 1  # still there
     assert _keyplane(fresh_database_url, "db", "upgrade").returncode == 0
     listed = _keyplane(fresh_database_url, "accounts", "list", "--json")
     assert '"acme"' in listed.stdout  # the data outlived the round trip

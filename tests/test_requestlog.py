@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 
 import pytest
 
+from keyplane.app import create_app
 from keyplane.db.models import Role
 
 
@@ -58,3 +60,21 @@ def test_errors_and_unknown_routes_are_logged_too(client, lines):
         (None, 404),
         ("/v1/keys/verify", 401),
     ]
+
+
+def test_a_forwarded_header_without_trusted_proxies_is_ignored_and_warned_of_once(
+    settings, engine, caplog
+):
+    """Behind a proxy nobody listed, every client would look like the proxy: the first
+    such header says so in the log (once per process), and is never believed."""
+    app = create_app(replace(settings, trusted_proxies=()))
+    with app.test_client() as client, caplog.at_level(logging.INFO, logger="keyplane.requests"):
+        app.service.sender.stop()
+        client.get("/healthz")
+        for _ in range(2):
+            client.get("/healthz", headers={"X-Forwarded-For": "203.0.113.9"})
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "KEYPLANE_TRUSTED_PROXIES" in warnings[0] and "203.0.113.9" not in warnings[0]
+    logged = [json.loads(r.getMessage()) for r in caplog.records if r.levelno == logging.INFO]
+    assert [line["client"] for line in logged] == ["testclient"] * 3

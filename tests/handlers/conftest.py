@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -30,6 +31,9 @@ def member(factory, acme):
     return factory.user(acme, Role.MEMBER)
 
 
+MAIN = threading.main_thread()
+
+
 @pytest.fixture
 def statements(app):
     """Every SQL statement the app's engine (all but verification's reader) sends while
@@ -41,9 +45,10 @@ def statements(app):
     seen: list[str] = []
 
     def record(conn, cursor, statement, parameters, context, executemany):
-        # A request's own (its client's address is bound), never the server's background
-        # work (webhook sends, purges) that a slow machine may schedule meanwhile.
-        if CLIENT_ADDRESS.get() is not None:
+        # A request's own (its client's address is bound) and the test's, never the
+        # server's background threads' (webhook sends, purges) that a slow machine may
+        # schedule meanwhile.
+        if CLIENT_ADDRESS.get() is not None or threading.current_thread() is MAIN:
             seen.append(statement)
 
     event.listen(app.service.engine, "before_cursor_execute", record)
