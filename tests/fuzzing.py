@@ -27,6 +27,9 @@ requests reach the handlers instead of stopping at the door:
   member permissions bind only members, not the fuzzing admin).
   The policy's own validation is still fuzzed (every negative case, and the member
   permissions of positive ones); its rules are tested in ``tests/handlers/test_account.py``.
+* A new key's ``user_id`` names its owner, who must be a member (a generated id is
+  nobody: 422), and a key's owner never changes (``PATCH`` refuses the field): in
+  requests meant to be valid, the owner is the fuzzing admin, and a PATCH names none.
 * ``meta`` is any JSON object, but every body refuses a string or an object key holding
   a NUL or a lone surrogate, by design (no database stores either; tested in
   ``tests/test_hostile_input.py``); the spec cannot say so of an object's keys. In
@@ -41,12 +44,14 @@ import re
 from typing import Any
 
 import schemathesis
+from pydantic import TypeAdapter, ValidationError
 from schemathesis.openapi.checks import UseAfterFree
 
 from keyplane import db
 
 CATALOG = [permission_id for permission_id, _ in db.permissions.DEFAULT_CATALOG]
 POLICY = "/v1/account/policy"
+API_KEYS = "/v1/api-keys"
 LEAKS = "/v1/leaks"
 FUZZING_USER_VARIABLE = "KEYPLANE_FUZZ_USER_ID"
 GENERATED_KEY_HEADER = "X-API-Key"
@@ -65,9 +70,21 @@ def without_generated_key(headers: dict[str, Any] | None) -> dict[str, Any] | No
 def never_the_fuzzing_user(case: Any) -> Any:
     fuzzing_user = os.environ.get(FUZZING_USER_VARIABLE)
     parameters = case.path_parameters or {}
-    if fuzzing_user and str(parameters.get("user_id")) == fuzzing_user:
-        parameters["user_id"] = int(fuzzing_user) + 1
+    if fuzzing_user and _as_the_server_reads_it(parameters.get("user_id")) == int(fuzzing_user):
+        # Set anew, not changed in place: a coverage case's parameters may be a copy.
+        case.path_parameters = {**parameters, "user_id": int(fuzzing_user) + 1}
     return case
+
+
+def _as_the_server_reads_it(value: Any) -> int | None:
+    """A path id as the server's validation reads it: ``01``, ``+1`` and ``1`` are one user
+    (a generated ``01`` once removed the fuzzing admin from its own account)."""
+    try:
+        return int(
+            TypeAdapter(int).validate_python(value if isinstance(value, int) else str(value))
+        )
+    except ValidationError:
+        return None
 
 
 def valid_where_meant_to_be(case: Any) -> Any:
@@ -86,11 +103,24 @@ def valid_where_meant_to_be(case: Any) -> Any:
         if case.operation.path == POLICY:
             case.body.pop("expiry_required", None)
             case.body.pop("max_key_lifetime_seconds", None)
+        if "user_id" in case.body and case.operation.path.startswith(API_KEYS):
+            _an_owner_who_is_a_member(case)
     if isinstance(case.body, list) and case.operation.path.startswith(LEAKS):
         # A report's items may carry fields Keyplane does not know (GitHub may add
         # some): generated ones are kept, but not with names no body may hold.
         case.body = [_storable(item) for item in case.body]
     return case
+
+
+def _an_owner_who_is_a_member(case: Any) -> None:
+    """A new key's owner must be a member of the account (else 422), and a key's owner
+    never changes (PATCH: 422): a generated id is nobody, so that the create and the
+    links that start at it are reached, the owner is the fuzzing admin itself."""
+    fuzzing_user = os.environ.get(FUZZING_USER_VARIABLE)
+    if case.operation.method.upper() == "POST" and fuzzing_user:
+        case.body["user_id"] = int(fuzzing_user)
+    else:
+        case.body.pop("user_id")
 
 
 def _storable(value: Any) -> Any:
@@ -117,6 +147,14 @@ def map_headers(context: Any, headers: dict[str, Any] | None) -> dict[str, Any] 
 @schemathesis.hook
 def map_case(context: Any, case: Any) -> Any:
     return valid_where_meant_to_be(never_the_fuzzing_user(case))
+
+
+@schemathesis.hook
+def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
+    """Once more just before sending: some checks send a case of their own, built from
+    the generated one before ``map_case`` (a coverage case's minimum ``user_id``, 1,
+    once removed the fuzzing admin from its own account)."""
+    never_the_fuzzing_user(case)
 
 
 @schemathesis.hook
