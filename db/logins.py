@@ -23,7 +23,6 @@ Sign-in (``POST /v1/auth/token``) and a password change both count an attempt he
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -49,6 +48,9 @@ class SignIn:
     max_attempts_per_address: int = 100
 
 
+# The largest count the column holds: a limit that never refuses (failures are only
+# counted at the address; ``count_attempt`` refuses).
+NEVER_REFUSED = 2**31 - 1
 FROM_THIS_ADDRESS = "Too many failed logins from this address; try again later"
 
 
@@ -155,7 +157,7 @@ def failed(
             session,
             subject_of_address,
             now=now,
-            max_attempts=sys.maxsize,  # counted, never refused here: count_attempt refuses
+            max_attempts=NEVER_REFUSED,  # counted only: count_attempt refuses
             window=sign_in.window,
         )
     _audit(session, "login.failed", audit.ANONYMOUS, user, subject, now)
