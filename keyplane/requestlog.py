@@ -47,14 +47,15 @@ class RequestLog:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = Headers(scope=scope).get("x-request-id", "")
+        headers = Headers(scope=scope)
+        given = headers.get("x-request-id", "")
         request_id = given if _ACCEPTABLE_ID.match(given) else uuid.uuid4().hex
         facts, token = context.start_facts()
         client = scope.get("client")
         # As the server saw it: the peer, or the client a trusted proxy names; a value
         # longer than any IP address (a proxy's mistake) is not kept.
         address = client[0] if client and len(client[0]) <= MAX_ADDRESS_LENGTH else None
-        if self._warn_of_a_proxy and b"x-forwarded-for" in dict(scope["headers"]):
+        if self._warn_of_a_proxy and "x-forwarded-for" in headers:
             self._warn_of_a_proxy = False
             logger.warning(
                 "a request came with X-Forwarded-For from %s, which is not a trusted proxy: "
