@@ -435,6 +435,17 @@ def _wait_ready(contender: Contender, seconds: float = 60) -> None:
     raise SystemExit(f"{contender.name} did not answer within {seconds:.0f} s")
 
 
+def only(contenders: list[Contender], words: list[str]) -> list[Contender]:
+    """The contenders of the operations named by ``words``, with those operations only."""
+    for contender in contenders:
+        contender.operations = {
+            name: operation
+            for name, operation in contender.operations.items()
+            if any(word in name for word in words)
+        }
+    return [contender for contender in contenders if contender.operations]
+
+
 def send(contender: Contender, request: Request) -> tuple[int, Any]:
     http = urllib.request.Request(
         f"http://127.0.0.1:{contender.port}{request.path}",
@@ -641,6 +652,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--smoke", action="store_true", help="answer each operation once; no timing"
     )
+    parser.add_argument(
+        "--only",
+        metavar="WORDS",
+        help="only the operations whose name holds one of these comma-separated words"
+        " (say PATCH,list); a quick look, not a run to publish",
+    )
     args = parser.parse_args(argv)
     if not args.smoke and not shutil.which("wrk"):
         print("the benchmark drives load with wrk: apt-get install wrk", file=sys.stderr)
@@ -657,6 +674,8 @@ def main(argv: list[str] | None = None) -> int:
                 keys = 100 if args.smoke else args.keys
                 print(f"{database}: seeding {keys:,} keys per contender", flush=True)
                 contenders = prepare(databases, keys, Path(folder), redis_url, args.baseline)
+                if args.only:
+                    contenders = only(contenders, args.only.split(","))
                 wrong = []
                 for contender in contenders:
                     with serving(contender):

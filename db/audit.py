@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
 from keyplane.db.models import AuditEvent
@@ -43,21 +43,36 @@ def record(
     changes: dict[str, Any] | None = None,
 ) -> None:
     """In ``account_id``'s trail: ``actor`` did ``action`` to ``target`` at ``now``."""
-    target_type, target_id = target
-    session.add(
-        AuditEvent(
-            account_id=account_id,
-            actor_type=actor.type,
-            actor_id=actor.id,
-            action=action,
-            target_type=target_type,
-            target_id=None if target_id is None else str(target_id),
-            changes={field: jsonable(value) for field, value in (changes or {}).items()},
-            created_at=now,
-            client_address=CLIENT_ADDRESS.get(),
-        )
-    )
+    changes = {field: jsonable(value) for field, value in (changes or {}).items()}
+    session.add(AuditEvent(**event(account_id, actor, action, target, now, changes)))
     session.flush()
+
+
+def event(
+    account_id: Any,
+    actor: Actor,
+    action: str,
+    target: tuple[str, Any],
+    now: datetime,
+    changes: Any = None,
+) -> dict[str, Any]:
+    """An audit event's columns, as ``record`` writes them. ``account_id``, the target's
+    id and ``changes`` may be SQL expressions, for a statement that writes the event
+    itself (``db.api_keys``' PATCH of plain fields)."""
+    target_type, target_id = target
+    if target_id is not None and not isinstance(target_id, ColumnElement):
+        target_id = str(target_id)
+    return {
+        "account_id": account_id,
+        "actor_type": actor.type,
+        "actor_id": actor.id,
+        "action": action,
+        "target_type": target_type,
+        "target_id": target_id,
+        "changes": changes,
+        "created_at": now,
+        "client_address": CLIENT_ADDRESS.get(),
+    }
 
 
 def page(

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -78,17 +79,24 @@ def check_member_expiry(
         raise Forbidden("An admin set this key's expiry: you may only bring it forward")
 
 
+# The account's columns a ``Policy`` is read from: another statement may carry them.
+COLUMNS = (
+    Account.max_key_lifetime_seconds,
+    Account.expiry_required,
+    Account.member_permissions,
+    Account.on_leak,
+)
+
+
 def of(session: Session, account_id: int) -> Policy:
-    row = session.execute(
-        select(
-            Account.max_key_lifetime_seconds,
-            Account.expiry_required,
-            Account.member_permissions,
-            Account.on_leak,
-        ).where(Account.id == account_id)
-    ).one_or_none()
+    row = session.execute(select(*COLUMNS).where(Account.id == account_id)).one_or_none()
     if row is None:
         raise NotFound("Account not found")
+    return from_row(row)
+
+
+def from_row(row: Any) -> Policy:
+    """The policy from a row holding ``COLUMNS`` (under their own names)."""
     members = None if row.member_permissions is None else tuple(row.member_permissions)
     return Policy(row.max_key_lifetime_seconds, bool(row.expiry_required), members, row.on_leak)
 

@@ -130,6 +130,40 @@ class TestConcurrentWrites:
             assert all(a["to"] == b["from"] for a, b in itertools.pairwise(chain))
             assert chain[-1]["to"] == live.get_key(key["id"])["description"]
 
+    def test_64_patches_plain_or_not_audit_one_unbroken_chain(self, live):
+        """A PATCH of the description alone takes one statement (``PLAIN``); with
+        ``meta`` or permissions it takes the path that decides in Python. Raced on one
+        key, the two still serialize: every answer is its own body's, and the audit's
+        descriptions chain from "start" to the stored one without a gap."""
+        for _ in range(self.ROUNDS):
+            key = live.create_key(description="start")
+            url = f"/v1/api-keys/{key['id']}"
+            bodies = [
+                {"description": f"body {i}"}
+                | ({"meta": {"i": i}} if i % 3 == 1 else {})
+                | ({"permissions": _v1_body(i)["permissions"]} if i % 3 == 2 else {})
+                for i in range(64)
+            ]
+            responses = _at_once(live, "PATCH", url, bodies)
+            assert [r.status_code for r in responses] == [200] * 64, [
+                r.text for r in responses if r.status_code != 200
+            ][:3]
+            assert [r.json()["description"] for r in responses] == [
+                b["description"] for b in bodies
+            ]
+            with live.client() as client:
+                events = client.get(
+                    "/v1/audit-events",
+                    params={"action": "key.updated", "key_id": key["id"], "limit": 200},
+                    headers=live.auth,
+                ).json()["items"][::-1]
+            chain = [event["changes"]["description"] for event in events]
+            assert len(chain) == 64  # every body changed the description: one event each
+            assert chain[0]["from"] == "start"
+            assert all(a["to"] == b["from"] for a, b in itertools.pairwise(chain))
+            assert sorted(step["to"] for step in chain) == sorted(b["description"] for b in bodies)
+            assert chain[-1]["to"] == live.get_key(key["id"])["description"]
+
     def test_64_concurrent_creates_are_all_distinct(self, live):
         bodies = [{"description": f"c{i}"} for i in range(64)]
         responses = _at_once(live, "POST", "/v1/api-keys", bodies)

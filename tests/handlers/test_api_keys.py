@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from keyplane.db import crypto
 from keyplane.db.engine import for_writing
 from keyplane.db.models import ApiKey, Role
+from keyplane.db.timefmt import rfc3339
 
 SEED_002_FIELDS = {
     "id",
@@ -864,6 +865,100 @@ class TestRotate:
         assert response.status_code == 422
         assert response.json()["detail"][0]["loc"] == ["body", "grace_period_seconds"]
         assert self._verify(client, verifier, key[1])["code"] == "VALID"
+
+
+class TestAPatchOfPlainFields:
+    """``description`` and ``external_id`` alone: the key locked, changed and audited by
+    one statement (PostgreSQL) or three in a row (SQLite); the same answer, the same
+    stored key and the same audit event as any other PATCH."""
+
+    def test_200_changed_and_audited_once_from_the_old_to_the_new_values(
+        self, client, factory, admin, key
+    ):
+        record, _ = key
+        url, auth = f"/v1/api-keys/{record.id}", factory.auth(admin)
+        first = client.patch(url, json={"external_id": "cus_1"}, headers=auth)
+        body = {"external_id": "cus_2", "description": "renamed"}
+        response = client.patch(url, json=body, headers=auth)
+        assert response.status_code == 200
+        shown = response.json()
+        assert shown["description"] == "renamed"
+        assert set(shown) == SEED_002_FIELDS
+        assert {f: shown[f] for f in SEED_002_FIELDS} == {
+            f: client.get(url, headers=auth).json()[f] for f in SEED_002_FIELDS
+        }
+        stored = factory.stored_key(record.id)
+        assert (stored.description, stored.external_id) == ("renamed", "cus_2")
+        assert first.status_code == 200 and stored.updated_at > record.updated_at
+        events = client.get(
+            "/v1/audit-events",
+            params={"action": "key.updated", "key_id": record.id},
+            headers=auth,
+        ).json()["items"]
+        assert len(events) == 2
+        assert events[0]["actor"] == {"type": "user", "id": admin.id, "address": "testclient"}
+        assert events[0]["target"] == {"type": "api_key", "id": str(record.id)}
+        assert events[0]["time"] == rfc3339(stored.updated_at)
+        # In the audit's field order, whatever the body's: as every other PATCH records.
+        assert list(events[0]["changes"].items()) == [
+            ("description", {"from": record.description, "to": "renamed"}),
+            ("external_id", {"from": "cus_1", "to": "cus_2"}),
+        ]
+        assert events[1]["changes"] == {"external_id": {"from": None, "to": "cus_1"}}
+
+    def test_the_key_is_locked_changed_and_audited_by_one_statement(
+        self, client, factory, admin, key, statements, db_kind
+    ):
+        record, _ = key
+        statements.clear()
+        response = client.patch(
+            f"/v1/api-keys/{record.id}", json={"description": "one"}, headers=factory.auth(admin)
+        )
+        assert response.status_code == 200
+        writes = [s for s in statements if "UPDATE api_keys" in s or "INSERT INTO audit" in s]
+        if db_kind == "postgresql":
+            [statement] = writes  # the lock, the change and its audit event, together
+            assert "FOR UPDATE" in statement and "INSERT INTO audit_events" in statement
+            after = statements[statements.index(statement) + 1 :]
+        else:
+            [changed, audited] = writes
+            assert "RETURNING" in changed and audited.startswith("INSERT INTO audit_events")
+            after = statements[statements.index(audited) + 1 :]
+        # Then only the caller's standing, confirmed before the commit (db.authority).
+        assert len(after) == 1 and "JOIN memberships" in after[0]
+
+    def test_403_and_nothing_written_when_the_key_is_outside_the_policy(
+        self, client, factory, admin, key
+    ):
+        record, _ = key
+        auth = factory.auth(admin)
+        policy = {"expiry_required": True}
+        assert client.put("/v1/account/policy", json=policy, headers=auth).status_code == 200
+        refused = client.patch(
+            f"/v1/api-keys/{record.id}", json={"description": "new"}, headers=auth
+        )
+        assert refused.status_code == 403
+        assert refused.json()["detail"] == (
+            "This account's policy requires keys to expire: set an expires_at"
+        )
+        stored = factory.stored_key(record.id)
+        assert (stored.description, stored.updated_at) == (record.description, record.updated_at)
+        assert _updates(client, auth) == []
+
+    def test_an_account_with_a_webhook_hears_of_the_change(self, client, factory, admin, key):
+        record, _ = key
+        auth = factory.auth(admin)
+        hook = {"url": "https://hooks.example.com/keyplane", "event_types": ["key.updated"]}
+        made = client.post("/v1/webhooks", json=hook, headers=auth)
+        assert made.status_code == 201
+        client.patch(f"/v1/api-keys/{record.id}", json={"description": "heard"}, headers=auth)
+        deliveries = client.get(
+            f"/v1/webhooks/{made.json()['id']}/deliveries", headers=auth
+        ).json()["items"]
+        assert [d["event_type"] for d in deliveries] == ["key.updated"]
+        assert _updates(client, auth) == [
+            {"description": {"from": record.description, "to": "heard"}}
+        ]
 
 
 class TestCustomerFields:

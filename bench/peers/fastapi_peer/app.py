@@ -33,7 +33,9 @@ SECRET_KEY = os.environ.get("BENCH_JWT_SECRET", "change-me")
 ALGORITHM = "HS256"
 
 connect_args = {"check_same_thread": False} if DATABASE_URL.startswith("sqlite") else {}
-engine = create_engine(DATABASE_URL, connect_args=connect_args)
+# A pool sized for the thread pool sync path operations run in: with SQLAlchemy's
+# default (5, and 10 more that are closed after each use) requests queue for a connection.
+engine = create_engine(DATABASE_URL, connect_args=connect_args, pool_size=20)
 SessionLocal = sessionmaker(autocommit=False, autoflush=False, bind=engine)
 
 
