@@ -693,7 +693,13 @@ def main(argv: list[str] | None = None) -> int:
                 rss[f"{database}, {keys:,} keys"] = peaks
             finally:
                 databases.drop_all()
-    if not args.smoke:
+    if args.only:  # a quick look: told, not written over the published results
+        for figure in figures:
+            print(
+                f"{figure.database:10} {figure.operation:36} {figure.contender:24}"
+                f" {figure.rps:8.0f} req/s  p99 {figure.p99_ms:6.1f} ms  non-2xx {figure.non_2xx}"
+            )
+    elif not args.smoke:
         from bench.report import write
 
         write(RESULTS, figures, rss, machine(), vars(args))

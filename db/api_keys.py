@@ -25,10 +25,7 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Select,
-    String,
     and_,
-    cast,
-    func,
     insert,
     inspect,
     literal,
@@ -81,8 +78,8 @@ EDITABLE = (
 ADMINS_ONLY = frozenset({"credits", "ratelimits"})
 LIMITS_ARE_ADMINS = "Only an admin sets a key's credits and rate limits"
 EDITABLE_FIELDS = frozenset(EDITABLE)
-# What a PATCH changes without a decision taken in Python (``_write_plain``): text,
-# compared in SQL exactly as ``_same`` compares it.
+# What a PATCH changes without a decision of its own (``_write_plain``): text, which
+# the database compares as ``_same`` does.
 PLAIN = frozenset({"description", "external_id"})
 KEY_UPDATED = "key.updated"
 # A key's attributes by the names of their columns: a row of ``api_keys`` made an ApiKey.
@@ -244,137 +241,158 @@ def change(caller: Caller, key_id: int, changes: dict[str, Any], now: datetime) 
     The key is read first, apart from the request's transaction: a PATCH that would
     change nothing is answered from that read (as if it ran then) and writes nothing:
     no lock, no ``updated_at``, no audit event, as Stripe sends no ``*.updated`` event
-    when nothing changed. Any other PATCH locks the key in the request's transaction
-    and changes it from the row as it is then: in one statement for ``PLAIN`` fields
-    (``_write_plain``), else with the policy's decisions taken here (``_update``).
-    The key returned after a change of ``PLAIN`` fields has its columns only (both
-    surfaces answer a PATCH from them); its relationships are not loaded.
+    when nothing changed. A change of ``PLAIN`` fields only is judged on that read and
+    written by one statement, provided the key is still as read (``_write_plain``).
+    Any other PATCH locks the key in the request's transaction and changes it from the
+    row as it is then (``_update``). The key returned after a ``PLAIN`` change has its
+    columns only (both surfaces answer a PATCH from them), no relationship loaded.
     """
     check_meta(changes.get("meta"))
     with db.session.apart(writes=False) as reading:
-        key = find(reading, caller.scope, key_id)
+        key, policy = _read_for_change(reading, caller.scope, key_id)
     changing = _changing(key, changes)
     if not changing:
         return key
     session = db.session.current()
     if changing <= PLAIN:
-        written = _write_plain(session, caller, key_id, {f: changes[f] for f in changing}, now)
+        _within_policy(policy, key, now)  # as after any change: see ``_update``
+        written = _write_plain(session, caller, key, policy, {f: changes[f] for f in changing}, now)
         if written is not None:
             return written
     return _update(session, caller, key_id, changes, now)
 
 
-def _write_plain(
-    session: Session, caller: Caller, key_id: int, wanted: dict[str, Any], now: datetime
-) -> ApiKey | None:
-    """``_update`` for ``PLAIN`` fields, with the key's row lock held for one statement:
-    on PostgreSQL one statement locks the key, changes it and writes the audit event
-    from the old and new values (a data-modifying CTE); on SQLite three short ones do,
-    inside the write transaction that ``BEGIN IMMEDIATE`` already serializes.
+def _read_for_change(
+    session: Session, scope: Scope, key_id: int
+) -> tuple[ApiKey, db.policies.Policy]:
+    """``find``, and the account's policy in the same round trip."""
+    found = (
+        session.execute(
+            select(ApiKey, *db.policies.COLUMNS)
+            .join(Account, Account.id == ApiKey.account_id)
+            .where(ApiKey.id == key_id, scope.clause())
+            .options(joinedload(ApiKey.permission_links))
+        )
+        .unique(lambda row: row[0].id)
+        .one_or_none()
+    )
+    if found is None:
+        raise NotFound(NOT_FOUND_MESSAGE)
+    return found[0], db.policies.from_row(found)
 
-    None, with nothing written, where ``_update`` decides instead: the key is not
-    found, the account has a webhook (``tell`` writes its events), or a field already
-    holds what is wanted (another writer got there first). The key must still lie
-    within the account's policy, as after any change (``_within_policy``): if not, the
-    403 rolls the request's transaction back.
+
+def _write_plain(
+    session: Session,
+    caller: Caller,
+    read: ApiKey,
+    policy: db.policies.Policy,
+    wanted: dict[str, Any],
+    now: datetime,
+) -> ApiKey | None:
+    """Write a change of ``PLAIN`` fields judged on ``read`` (with ``policy``), if the
+    key is still as read: those fields, its expiry and the policy unchanged. The key's
+    row lock is held for one statement: on PostgreSQL one statement locks the key,
+    confirms the caller's standing (``db.authority.standing``), changes the key and
+    writes its audit event, committing by itself where it can (``db.session.by_itself``),
+    so that no lock waits on Python; on SQLite two statements do, inside the write
+    transaction that ``BEGIN IMMEDIATE`` already serializes.
+
+    None, with nothing written, where ``_update`` decides instead: the key changed
+    since it was read, the account has a webhook (``tell`` writes its events), or the
+    caller's standing is for ``db.authority.confirm`` to judge.
     """
     keys = ApiKey.__table__.c
-    before = (
-        select(
-            *keys,
-            *db.policies.COLUMNS,
-            db.webhooks.listening(keys.account_id).label("listening"),
-        )
-        .join_from(ApiKey, Account, Account.id == keys.account_id)
-        .where(keys.id == key_id, caller.scope.clause())
-        .with_for_update(of=ApiKey)
-    )
     fields = sorted(wanted, key=EDITABLE.index)
-    found: Any  # a row of ``before``'s columns (PostgreSQL: the written key's), or None
-    if session.get_bind().dialect.name == "postgresql":
-        found = _write_plain_at_once(session, caller, before, wanted, fields, now)
-        if found is None or found.listening or found.id is None:
-            return None
-        new = found
+    diff = {f: {"from": getattr(read, f), "to": wanted[f]} for f in fields}
+    target = ("api_key", read.id)
+    event = db.audit.event(read.account_id, caller.actor, KEY_UPDATED, target, now, diff)
+    scoped = select(
+        *keys,
+        Account.max_key_lifetime_seconds,
+        Account.expiry_required,
+        db.webhooks.listening(keys.account_id).label("listening"),
+    ).join_from(ApiKey, Account, Account.id == keys.account_id)
+    scoped = scoped.where(keys.id == read.id, caller.scope.clause())
+    if session.get_bind().dialect.name != "postgresql":
+        row = _write_plain_in_steps(session, scoped, read, policy, wanted, fields, now, event)
     else:
-        found = session.execute(before).one_or_none()
-        if found is None or found.listening:
+        # The key locked first, and judged after: every condition is on the locked row
+        # (``old``), so that the caller's rows are share-locked after the key's.
+        old = scoped.with_for_update(of=ApiKey).cte("old")
+        as_read = _as_read(old.c, read, policy, fields)
+        standing = db.authority.standing(session, old.c.account_id)
+        if standing is None:
             return None
-        if any(_same(field, found._mapping[field], wanted[field]) for field in fields):
-            return None
-        new = session.execute(
+        written = (
             update_statement(ApiKey)
-            .where(keys.id == key_id)
+            .where(ApiKey.id == old.c.id, as_read, standing)
             .values(**wanted, updated_at=now)
             .returning(*keys)
-        ).one()
-        diff = {f: {"from": found._mapping[f], "to": new._mapping[f]} for f in fields}
-        event = db.audit.event(
-            found.account_id, caller.actor, KEY_UPDATED, ("api_key", key_id), now, diff
+            .cte("written")
         )
-        session.execute(insert(AuditEvent).values(event))
-    key = ApiKey(**{name: new._mapping[column] for name, column in _COLUMNS.items()})
+        audit = insert(AuditEvent).from_select(
+            list(event), select(*_literals(event)).select_from(written)
+        )
+        statement = select(written).add_cte(audit.cte("audit"))
+        row = db.session.by_itself(statement)
+        if row is False:  # in the request's transaction, then: it commits with it
+            row = session.execute(statement).one_or_none()
+            if row is not None:
+                db.authority.confirmed(session)
+    if row is None:
+        return None
+    key = ApiKey(**{name: row._mapping[column] for name, column in _COLUMNS.items()})
     make_transient_to_detached(key)
-    _within_policy(db.policies.from_row(found), key, now)
     return key
 
 
-def _write_plain_at_once(
+def _write_plain_in_steps(
     session: Session,
-    caller: Caller,
-    before: Select[Any],
+    scoped: Select[Any],
+    read: ApiKey,
+    policy: db.policies.Policy,
     wanted: dict[str, Any],
     fields: list[str],
     now: datetime,
+    event: dict[str, Any],
 ) -> Any:
-    """``_write_plain``'s one statement on PostgreSQL: the key's columns as written
-    (all None if nothing was), with the policy and ``listening`` from ``before``."""
-    old = before.cte("old")
-    written = (
+    """``_write_plain`` on SQLite: the change if the key is as read, then its event."""
+    keys = ApiKey.__table__.c
+    current = scoped.subquery("current")
+    standing = db.authority.standing(session, keys.account_id)
+    if standing is None:
+        return None
+    still = select(current.c.id).where(_as_read(current.c, read, policy, fields)).exists()
+    row = session.execute(
         update_statement(ApiKey)
-        .where(
-            ApiKey.id == old.c.id,
-            ~old.c.listening,
-            *(old.c[field].is_distinct_from(wanted[field]) for field in fields),
-        )
+        .where(keys.id == read.id, still, standing)
         .values(**wanted, updated_at=now)
-        .returning(*ApiKey.__table__.c)
-        .cte("written")
-    )
-    diff = func.json_build_object(
-        *(
-            part
-            for field in fields
-            for part in (
-                field,
-                func.json_build_object("from", old.c[field], "to", written.c[field]),
-            )
-        )
-    )
-    target = ("api_key", cast(old.c.id, String))
-    event = db.audit.event(old.c.account_id, caller.actor, KEY_UPDATED, target, now, diff)
-    audit_columns = AuditEvent.__table__.c
-    audit = (
-        insert(AuditEvent)
-        .from_select(
-            list(event),
-            select(
-                *(
-                    value
-                    if isinstance(value, ColumnElement)
-                    else literal(value, audit_columns[name].type)
-                    for name, value in event.items()
-                )
-            ).select_from(old.join(written, written.c.id == old.c.id)),
-        )
-        .cte("audit")
-    )
-    policy = [old.c[column.key] for column in db.policies.COLUMNS]
-    return session.execute(
-        select(*written.c, *policy, old.c.listening)
-        .select_from(old.outerjoin(written, true()))
-        .add_cte(audit)
+        .returning(*keys)
     ).one_or_none()
+    if row is not None:
+        session.execute(insert(AuditEvent).values(event))
+        db.authority.confirmed(session)
+    return row
+
+
+def _as_read(
+    columns: Any, read: ApiKey, policy: db.policies.Policy, fields: list[str]
+) -> ColumnElement[bool]:
+    """The key (``columns`` of ``_write_plain``'s select) is as ``read`` and ``policy``
+    judged it: nothing another writer changed since would make the change otherwise."""
+    return and_(
+        *(columns[f].is_not_distinct_from(getattr(read, f)) for f in fields),
+        columns.expires_at.is_not_distinct_from(read.expires_at),
+        columns.max_key_lifetime_seconds.is_not_distinct_from(policy.max_key_lifetime_seconds),
+        columns.expiry_required.is_(policy.expiry_required),
+        ~columns.listening,
+    )
+
+
+def _literals(values: dict[str, Any]) -> list[ColumnElement[Any]]:
+    """An INSERT's values as a SELECT's columns, each of its column's type."""
+    table = AuditEvent.__table__.c
+    return [literal(value, table[name].type).label(name) for name, value in values.items()]
 
 
 def _changing(key: ApiKey, changes: dict[str, Any]) -> set[str]:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from sqlalchemy import Row, select
+from sqlalchemy import ColumnElement, Row, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.selectable import GenerativeSelect
 
@@ -115,6 +115,39 @@ def confirm(
         _judge_user(standing, authority)
         if authority.role is Role.ADMIN and standing.role is not Role.ADMIN:
             raise Forbidden(NO_LONGER_ADMIN)
+    session.info[_CONFIRMED] = True
+
+
+def standing(session: Session, account_id: ColumnElement[int]) -> ColumnElement[bool] | None:
+    """``confirm``'s judgement of a user acting in an account, as a condition that the
+    statement making a change carries itself: the claimed user is still active, on the
+    token generation they asked with, a member of the account (``account_id``, a column
+    of that statement) with the role they acted with; their rows share-locked for it.
+    Correlated to the changed row, it is judged (and its locks taken) after that row is
+    locked, in the lock order above. The session counts as confirmed once the change
+    holding it is written (``confirmed``). None where ``confirm`` must judge: an API
+    key, the operator, or no account."""
+    authority: Authority | None = session.info.get(_CLAIMED)
+    if authority is None or authority.key_id is not None or authority.account_id is None:
+        return None
+    member = (
+        select(User.id)
+        .join(Membership, Membership.user_id == User.id)
+        .where(
+            User.id == authority.user_id,
+            User.is_active.is_(True),
+            User.token_generation == authority.token_generation,
+            Membership.account_id == authority.account_id,
+            Membership.account_id == account_id,
+        )
+    )
+    if authority.role is Role.ADMIN:
+        member = member.where(Membership.role == Role.ADMIN)
+    return member.with_for_update(read=True).exists()
+
+
+def confirmed(session: Session) -> None:
+    """A change carrying ``standing`` was written: its judgement held at that moment."""
     session.info[_CONFIRMED] = True
 
 

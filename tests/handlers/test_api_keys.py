@@ -917,15 +917,18 @@ class TestAPatchOfPlainFields:
         assert response.status_code == 200
         writes = [s for s in statements if "UPDATE api_keys" in s or "INSERT INTO audit" in s]
         if db_kind == "postgresql":
-            [statement] = writes  # the lock, the change and its audit event, together
-            assert "FOR UPDATE" in statement and "INSERT INTO audit_events" in statement
-            after = statements[statements.index(statement) + 1 :]
+            # The lock, the caller's standing, the change and its audit event, together.
+            [statement] = writes
+            assert statements[-1] == statement
+            assert "FOR UPDATE" in statement and "FOR SHARE" in statement
+            assert "INSERT INTO audit_events" in statement
         else:
+            # Inside SQLite's write transaction: the change judged, then its event.
             [changed, audited] = writes
-            assert "RETURNING" in changed and audited.startswith("INSERT INTO audit_events")
-            after = statements[statements.index(audited) + 1 :]
-        # Then only the caller's standing, confirmed before the commit (db.authority).
-        assert len(after) == 1 and "JOIN memberships" in after[0]
+            assert statements[-2:] == writes
+            assert "RETURNING" in changed and "memberships" in changed
+            assert audited.startswith("INSERT INTO audit_events")
+        assert factory.stored_key(record.id).description == "one"
 
     def test_403_and_nothing_written_when_the_key_is_outside_the_policy(
         self, client, factory, admin, key
