@@ -16,6 +16,7 @@ ran at that read.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
@@ -24,8 +25,12 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
-    Select,
+    Executable,
+    String,
     and_,
+    bindparam,
+    cast,
+    func,
     insert,
     inspect,
     literal,
@@ -38,6 +43,7 @@ from sqlalchemy.orm import (
     joinedload,
     lazyload,
     make_transient_to_detached,
+    raiseload,
     selectinload,
 )
 from sqlalchemy.orm.attributes import flag_modified
@@ -249,7 +255,7 @@ def change(caller: Caller, key_id: int, changes: dict[str, Any], now: datetime) 
     """
     check_meta(changes.get("meta"))
     with db.session.apart(writes=False) as reading:
-        key, policy = _read_for_change(reading, caller.scope, key_id)
+        key, policy = _read_for_change(reading, caller.scope, key_id, changes)
     changing = _changing(key, changes)
     if not changing:
         return key
@@ -263,15 +269,22 @@ def change(caller: Caller, key_id: int, changes: dict[str, Any], now: datetime) 
 
 
 def _read_for_change(
-    session: Session, scope: Scope, key_id: int
+    session: Session, scope: Scope, key_id: int, changes: dict[str, Any]
 ) -> tuple[ApiKey, db.policies.Policy]:
-    """``find``, and the account's policy in the same round trip."""
+    """``find``, with the account's policy, in one round trip: the key's permissions
+    and rate limits only if ``changes`` sets them (none is shown by a PATCH's answer)."""
+    wanted = {"permissions": ApiKey.permission_links, "ratelimits": ApiKey.ratelimit_rows}
     found = (
         session.execute(
             select(ApiKey, *db.policies.COLUMNS)
             .join(Account, Account.id == ApiKey.account_id)
             .where(ApiKey.id == key_id, scope.clause())
-            .options(joinedload(ApiKey.permission_links))
+            .options(
+                *(
+                    joinedload(relationship) if field in changes else raiseload(relationship)
+                    for field, relationship in wanted.items()
+                )
+            )
         )
         .unique(lambda row: row[0].id)
         .one_or_none()
@@ -289,56 +302,56 @@ def _write_plain(
     wanted: dict[str, Any],
     now: datetime,
 ) -> ApiKey | None:
-    """Write a change of ``PLAIN`` fields judged on ``read`` (with ``policy``), if the
-    key is still as read: those fields, its expiry and the policy unchanged. The key's
-    row lock is held for one statement: on PostgreSQL one statement locks the key,
-    confirms the caller's standing (``db.authority.standing``), changes the key and
-    writes its audit event, committing by itself where it can (``db.session.by_itself``),
-    so that no lock waits on Python; on SQLite two statements do, inside the write
-    transaction that ``BEGIN IMMEDIATE`` already serializes.
+    """Write a change of ``PLAIN`` fields, judged as ``_update`` judges it, holding the
+    key's row lock for one statement. On PostgreSQL one statement locks the key, checks
+    that each field still differs from what is wanted and that the key and the policy
+    are as ``read`` and ``policy`` were judged, confirms the caller's standing
+    (``db.authority.Standing``), changes the key and writes its audit event from the
+    locked row's values; it commits by itself where it can (``db.session.by_itself``),
+    so that no lock waits on Python. On SQLite three statements do, inside the write
+    transaction that ``BEGIN IMMEDIATE`` already serializes. The statements are built
+    once per shape of change (``_plain_statements``), and given this one's values.
 
-    None, with nothing written, where ``_update`` decides instead: the key changed
-    since it was read, the account has a webhook (``tell`` writes its events), or the
-    caller's standing is for ``db.authority.confirm`` to judge.
+    None, with nothing written, where ``_update`` decides instead: the key's expiry or
+    the policy changed since they were read, a field already holds what is wanted
+    (another writer got there first), the account has a webhook (``tell`` writes its
+    events), or the caller's standing is for ``db.authority.confirm`` to judge.
     """
-    keys = ApiKey.__table__.c
-    fields = sorted(wanted, key=EDITABLE.index)
-    diff = {f: {"from": getattr(read, f), "to": wanted[f]} for f in fields}
-    target = ("api_key", read.id)
-    event = db.audit.event(read.account_id, caller.actor, KEY_UPDATED, target, now, diff)
-    scoped = select(
-        *keys,
-        Account.max_key_lifetime_seconds,
-        Account.expiry_required,
-        db.webhooks.listening(keys.account_id).label("listening"),
-    ).join_from(ApiKey, Account, Account.id == keys.account_id)
-    scoped = scoped.where(keys.id == read.id, caller.scope.clause())
-    if session.get_bind().dialect.name != "postgresql":
-        row = _write_plain_in_steps(session, scoped, read, policy, wanted, fields, now, event)
-    else:
-        # The key locked first, and judged after: every condition is on the locked row
-        # (``old``), so that the caller's rows are share-locked after the key's.
-        old = scoped.with_for_update(of=ApiKey).cte("old")
-        as_read = _as_read(old.c, read, policy, fields)
-        standing = db.authority.standing(session, old.c.account_id)
-        if standing is None:
-            return None
-        written = (
-            update_statement(ApiKey)
-            .where(ApiKey.id == old.c.id, as_read, standing)
-            .values(**wanted, updated_at=now)
-            .returning(*keys)
-            .cte("written")
-        )
-        audit = insert(AuditEvent).from_select(
-            list(event), select(*_literals(event)).select_from(written)
-        )
-        statement = select(written).add_cte(audit.cte("audit"))
-        row = db.session.by_itself(statement)
+    standing = db.authority.standing(session)
+    if standing is None or caller.scope.account_id is None:
+        return None
+    fields = tuple(sorted(wanted, key=EDITABLE.index))
+    owned = caller.scope.owner_id is not None
+    postgresql = session.get_bind().dialect.name == "postgresql"
+    statements = _plain_statements(fields, owned, standing.as_admin, postgresql)
+    values = (
+        {f"new_{f}": wanted[f] for f in fields}
+        | {"key_id": read.id, "scope_account_id": caller.scope.account_id, "now": now}
+        | ({"scope_owner_id": caller.scope.owner_id} if owned else {})
+        | {
+            "read_expires_at": read.expires_at,
+            "read_lifetime": policy.max_key_lifetime_seconds,
+            "read_expiry_required": policy.expiry_required,
+        }
+        | standing.parameters
+        | db.audit.bound_values(caller.actor, now)
+    )
+    if postgresql:
+        [statement] = statements
+        row = db.session.by_itself(statement, values)
         if row is False:  # in the request's transaction, then: it commits with it
-            row = session.execute(statement).one_or_none()
+            row = session.execute(statement, values).one_or_none()
             if row is not None:
                 db.authority.confirmed(session)
+    else:
+        judge, change, audit = statements
+        found = session.execute(judge, values).one_or_none()
+        if found is None or not found.judged:
+            return None
+        row = session.execute(change, values).one()
+        diff = {f: {"from": found._mapping[f], "to": row._mapping[f]} for f in fields}
+        session.execute(audit, values | {"audit_changes": diff})
+        db.authority.confirmed(session)
     if row is None:
         return None
     key = ApiKey(**{name: row._mapping[column] for name, column in _COLUMNS.items()})
@@ -346,53 +359,94 @@ def _write_plain(
     return key
 
 
-def _write_plain_in_steps(
-    session: Session,
-    scoped: Select[Any],
-    read: ApiKey,
-    policy: db.policies.Policy,
-    wanted: dict[str, Any],
-    fields: list[str],
-    now: datetime,
-    event: dict[str, Any],
-) -> Any:
-    """``_write_plain`` on SQLite: the change if the key is as read, then its event."""
+@functools.cache
+def _plain_statements(
+    fields: tuple[str, ...], owned: bool, as_admin: bool, postgresql: bool
+) -> tuple[Executable, ...]:
+    """``_write_plain``'s statements for a change of ``fields``, by a caller who sees
+    one owner's keys (``owned``) or all the account's, acting as an admin or not."""
     keys = ApiKey.__table__.c
-    current = scoped.subquery("current")
-    standing = db.authority.standing(session, keys.account_id)
-    if standing is None:
-        return None
-    still = select(current.c.id).where(_as_read(current.c, read, policy, fields)).exists()
-    row = session.execute(
+    # Parameters are never named as a column: an INSERT or UPDATE given a parameter of
+    # its column's name would set that column too.
+    scope = [keys.id == bindparam("key_id"), keys.account_id == bindparam("scope_account_id")]
+    if owned:
+        scope.append(keys.user_id == bindparam("scope_owner_id"))
+    scoped = (
+        select(
+            *keys,
+            Account.max_key_lifetime_seconds,
+            Account.expiry_required,
+            db.webhooks.listening(keys.account_id).label("listening"),
+        )
+        .join_from(ApiKey, Account, Account.id == keys.account_id)
+        .where(*scope)
+    )
+    changed = (
         update_statement(ApiKey)
-        .where(keys.id == read.id, still, standing)
-        .values(**wanted, updated_at=now)
+        .values({f: bindparam(f"new_{f}", type_=keys[f].type) for f in fields})
+        .values(updated_at=bindparam("now", type_=keys.updated_at.type))
         .returning(*keys)
-    ).one_or_none()
-    if row is not None:
-        session.execute(insert(AuditEvent).values(event))
-        db.authority.confirmed(session)
-    return row
+    )
+    actor, at, address = db.audit.bound()
+    if not postgresql:
+        current = scoped.subquery("current")
+        standing = db.authority.Standing.clause(current.c.account_id, as_admin=as_admin)
+        judged = and_(_judged(current.c, fields), standing).label("judged")
+        changes = bindparam("audit_changes", type_=AuditEvent.__table__.c.changes.type)
+        target = ("api_key", bindparam("key_id", type_=String))
+        event = db.audit.event(
+            bindparam("scope_account_id"), actor, KEY_UPDATED, target, at, changes, address=address
+        )
+        return (
+            select(*(current.c[f] for f in fields), judged),
+            changed.where(keys.id == bindparam("key_id")),
+            insert(AuditEvent).values(event),
+        )
+    # The key locked first, and judged after: every condition is on the locked row
+    # (``old``), so that the caller's rows are share-locked after the key's.
+    old = scoped.with_for_update(of=ApiKey).cte("old")
+    standing = db.authority.Standing.clause(old.c.account_id, as_admin=as_admin)
+    written = changed.where(ApiKey.id == old.c.id, _judged(old.c, fields), standing).cte("written")
+    diff = func.json_build_object(
+        *(
+            part
+            for f in fields
+            for part in (f, func.json_build_object("from", old.c[f], "to", written.c[f]))
+        )
+    )
+    about = ("api_key", cast(written.c.id, String))
+    event = db.audit.event(
+        written.c.account_id, actor, KEY_UPDATED, about, at, diff, address=address
+    )
+    audit_columns = AuditEvent.__table__.c
+    audit = insert(AuditEvent).from_select(
+        list(event),
+        select(
+            *(
+                value
+                if isinstance(value, ColumnElement)
+                else literal(value, audit_columns[name].type)
+                for name, value in event.items()
+            )
+        ).select_from(old.join(written, written.c.id == old.c.id)),
+    )
+    return (select(written).add_cte(audit.cte("audit")),)
 
 
-def _as_read(
-    columns: Any, read: ApiKey, policy: db.policies.Policy, fields: list[str]
-) -> ColumnElement[bool]:
-    """The key (``columns`` of ``_write_plain``'s select) is as ``read`` and ``policy``
-    judged it: nothing another writer changed since would make the change otherwise."""
+def _judged(columns: Any, fields: tuple[str, ...]) -> ColumnElement[bool]:
+    """The key (``columns`` of ``_plain_statements``' select) would change as wanted,
+    and is judged as the read and the policy were: its expiry and the policy as read,
+    and no webhook to tell."""
+    keys = ApiKey.__table__.c
     return and_(
-        *(columns[f].is_not_distinct_from(getattr(read, f)) for f in fields),
-        columns.expires_at.is_not_distinct_from(read.expires_at),
-        columns.max_key_lifetime_seconds.is_not_distinct_from(policy.max_key_lifetime_seconds),
-        columns.expiry_required.is_(policy.expiry_required),
+        *(columns[f].is_distinct_from(bindparam(f"new_{f}", type_=keys[f].type)) for f in fields),
+        columns.expires_at.is_not_distinct_from(
+            bindparam("read_expires_at", type_=keys.expires_at.type)
+        ),
+        columns.max_key_lifetime_seconds.is_not_distinct_from(bindparam("read_lifetime")),
+        columns.expiry_required == bindparam("read_expiry_required"),
         ~columns.listening,
     )
-
-
-def _literals(values: dict[str, Any]) -> list[ColumnElement[Any]]:
-    """An INSERT's values as a SELECT's columns, each of its column's type."""
-    table = AuditEvent.__table__.c
-    return [literal(value, table[name].type).label(name) for name, value in values.items()]
 
 
 def _changing(key: ApiKey, changes: dict[str, Any]) -> set[str]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import BindParameter, ColumnElement, String, bindparam, select
 from sqlalchemy.orm import Session
 
 from keyplane.db.models import AuditEvent
@@ -53,12 +53,14 @@ def event(
     actor: Actor,
     action: str,
     target: tuple[str, Any],
-    now: datetime,
+    now: Any,
     changes: Any = None,
+    *,
+    address: Any = None,
 ) -> dict[str, Any]:
-    """An audit event's columns, as ``record`` writes them. ``account_id``, the target's
-    id and ``changes`` may be SQL expressions, for a statement that writes the event
-    itself (``db.api_keys``' PATCH of plain fields)."""
+    """An audit event's columns, as ``record`` writes them. Any value may be a SQL
+    expression instead (a column, a parameter), for a statement that writes the event
+    itself (``db.api_keys``' PATCH of plain fields, whose ``bound`` actor it takes)."""
     target_type, target_id = target
     if target_id is not None and not isinstance(target_id, ColumnElement):
         target_id = str(target_id)
@@ -71,7 +73,24 @@ def event(
         "target_id": target_id,
         "changes": changes,
         "created_at": now,
-        "client_address": CLIENT_ADDRESS.get(),
+        "client_address": CLIENT_ADDRESS.get() if address is None else address,
+    }
+
+
+def bound() -> tuple[Actor, BindParameter[Any], BindParameter[Any]]:
+    """The actor, time and address of ``event`` as parameters of a statement built
+    once (``bound_values`` gives them for one request)."""
+    actor = Actor(bindparam("audit_actor_type"), bindparam("audit_actor_id"))  # type: ignore[arg-type]
+    at = bindparam("audit_at", type_=AuditEvent.__table__.c.created_at.type)
+    return actor, at, bindparam("audit_address", type_=String)
+
+
+def bound_values(actor: Actor, now: datetime) -> dict[str, Any]:
+    return {
+        "audit_actor_type": actor.type,
+        "audit_actor_id": actor.id,
+        "audit_at": now,
+        "audit_address": CLIENT_ADDRESS.get(),
     }
 
 

@@ -26,9 +26,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Row, select
+from sqlalchemy import ColumnElement, Row, bindparam, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.selectable import GenerativeSelect
 
@@ -118,32 +118,52 @@ def confirm(
     session.info[_CONFIRMED] = True
 
 
-def standing(session: Session, account_id: ColumnElement[int]) -> ColumnElement[bool] | None:
+@dataclass(frozen=True)
+class Standing:
     """``confirm``'s judgement of a user acting in an account, as a condition that the
-    statement making a change carries itself: the claimed user is still active, on the
-    token generation they asked with, a member of the account (``account_id``, a column
-    of that statement) with the role they acted with; their rows share-locked for it.
-    Correlated to the changed row, it is judged (and its locks taken) after that row is
-    locked, in the lock order above. The session counts as confirmed once the change
-    holding it is written (``confirmed``). None where ``confirm`` must judge: an API
-    key, the operator, or no account."""
+    statement making a change carries itself (``clause``, built once per ``as_admin``;
+    ``parameters`` for one request): the claimed user is still active, on the token
+    generation they asked with, a member of the account with the role they acted
+    with; their rows share-locked for it. Correlated to the changed row, it is judged
+    (and its locks taken) after that row is locked, in the lock order above. The
+    session counts as confirmed once the change holding it is written (``confirmed``).
+    """
+
+    as_admin: bool
+    parameters: dict[str, Any]
+
+    @staticmethod
+    def clause(account_id: ColumnElement[int], *, as_admin: bool) -> ColumnElement[bool]:
+        member = (
+            select(User.id)
+            .join(Membership, Membership.user_id == User.id)
+            .where(
+                User.id == bindparam("standing_user_id"),
+                User.is_active.is_(True),
+                User.token_generation == bindparam("standing_generation"),
+                Membership.account_id == bindparam("standing_account_id"),
+                Membership.account_id == account_id,
+            )
+        )
+        if as_admin:
+            member = member.where(Membership.role == Role.ADMIN)
+        return member.with_for_update(read=True).exists()
+
+
+def standing(session: Session) -> Standing | None:
+    """The claimed caller's ``Standing``; None where ``confirm`` must judge: an API key,
+    the operator, or no account."""
     authority: Authority | None = session.info.get(_CLAIMED)
     if authority is None or authority.key_id is not None or authority.account_id is None:
         return None
-    member = (
-        select(User.id)
-        .join(Membership, Membership.user_id == User.id)
-        .where(
-            User.id == authority.user_id,
-            User.is_active.is_(True),
-            User.token_generation == authority.token_generation,
-            Membership.account_id == authority.account_id,
-            Membership.account_id == account_id,
-        )
+    return Standing(
+        authority.role is Role.ADMIN,
+        {
+            "standing_user_id": authority.user_id,
+            "standing_generation": authority.token_generation,
+            "standing_account_id": authority.account_id,
+        },
     )
-    if authority.role is Role.ADMIN:
-        member = member.where(Membership.role == Role.ADMIN)
-    return member.with_for_update(read=True).exists()
 
 
 def confirmed(session: Session) -> None:

@@ -101,7 +101,9 @@ def unbind(token: Token[Session]) -> None:
     _current.reset(token)
 
 
-def by_itself(statement: Executable) -> Row[Any] | Literal[False] | None:
+def by_itself(
+    statement: Executable, parameters: dict[str, Any] | None = None
+) -> Row[Any] | Literal[False] | None:
     """``statement``'s one row (None: no row), the statement committed by itself on a
     connection of its own: every lock it takes ends with it, and none is held while
     Python runs, waiting for the interpreter among the worker's other threads. False,
@@ -112,7 +114,7 @@ def by_itself(statement: Executable) -> Row[Any] | Literal[False] | None:
     if sessions.autocommit is None or not sessions.may_commit():
         return False
     with sessions.autocommit.connect() as connection:
-        return connection.execute(statement).one_or_none()
+        return connection.execute(statement, parameters).one_or_none()
 
 
 @contextmanager
