@@ -98,6 +98,7 @@ class Contender:
     env: dict[str, str]
     ready: str  # a GET path that answers 200 once the server serves
     operations: dict[str, tuple[Request, Expect]] = field(default_factory=dict)
+    audit: str = ""  # where its audit trail is read, if it keeps one
     process: subprocess.Popen[bytes] | None = None
     port: int = 0
 
@@ -233,6 +234,7 @@ def prepare(
     )
     keyplane.operations |= _manages(seeded.key_id, seeded.token) | _limits(seeded)
     keyplane.operations["healthz (floor)"] = (Request("GET", "/healthz"), Expect(200))
+    keyplane.audit = "/v1/audit-events"
     contenders.append(keyplane)
     # The same database, verify without a credential: what the verifier's check costs.
     contenders.append(
@@ -475,6 +477,7 @@ def check(contender: Contender) -> list[str]:
         sends = [request.body.replace("{n}", number) for number in numbers]
         if request.bodies:
             sends, numbers = [request.bodies[0], request.bodies[-1]], ("", "")
+        audited = _audited(contender, request) if request.numbered else []
         for number, sent in zip(numbers, sends, strict=True):
             status, body = send(contender, dataclasses.replace(request, body=sent))
             code = body.get("code") if isinstance(body, dict) else None
@@ -482,7 +485,28 @@ def check(contender: Contender) -> list[str]:
                 wrong.append(f"{contender.name}, {operation}: {status} {body!r:.200}")
             elif number and body.get("description") != json.loads(sent)["description"]:
                 wrong.append(f"{contender.name}, {operation}: not changed: {body!r:.200}")
+        if request.numbered and contender.audit:
+            # Each writing PATCH is in the trail once, changing what the one before set.
+            written = [json.loads(sent)["description"] for sent in sends]
+            now = _audited(contender, request)
+            if now != [*audited, *written]:
+                wrong.append(f"{contender.name}, {operation}: audited {now[-4:]}, not {written}")
     return wrong
+
+
+def _audited(contender: Contender, request: Request) -> list[str]:
+    """The descriptions the ``key.updated`` events of the key ``request`` changes set,
+    oldest first (the smoke run's few fit on one page)."""
+    if not contender.audit:
+        return []
+    key_id = request.path.rsplit("/", 1)[-1]
+    query = f"?action=key.updated&key_id={key_id}&limit=100"
+    status, body = send(
+        contender, Request("GET", contender.audit + query, authorization=request.authorization)
+    )
+    assert status == 200, body
+    changes = [event["changes"] for event in reversed(body["items"])]
+    return [change["description"]["to"] for change in changes if "description" in change]
 
 
 def _wrk(
