@@ -74,6 +74,17 @@ def _at_once(live: Live, method: str, url: str, bodies: list[dict]) -> list[Answ
     return run(send())
 
 
+def _descriptions_audited(live: Live, key_id: int) -> list[dict]:
+    """The description's from/to of each ``key.updated`` event of the key, oldest first."""
+    with live.client() as client:
+        events = client.get(
+            "/v1/audit-events",
+            params={"action": "key.updated", "key_id": key_id, "limit": 200},
+            headers=live.auth,
+        ).json()["items"][::-1]
+    return [event["changes"]["description"] for event in events]
+
+
 class TestConcurrentWrites:
     ROUNDS = 3
 
@@ -117,13 +128,7 @@ class TestConcurrentWrites:
             assert {r.json()["description"] for r in responses} <= {
                 b["description"] for b in bodies
             }
-            with live.client() as client:
-                events = client.get(
-                    "/v1/audit-events",
-                    params={"action": "key.updated", "key_id": key["id"], "limit": 200},
-                    headers=live.auth,
-                ).json()["items"][::-1]
-            chain = [event["changes"]["description"] for event in events]
+            chain = _descriptions_audited(live, key["id"])
             assert len(chain) >= 32  # every "body i" was written at least once
             assert chain[0]["from"] == "start"
             assert all(step["from"] != step["to"] for step in chain)
@@ -151,13 +156,7 @@ class TestConcurrentWrites:
             assert [r.json()["description"] for r in responses] == [
                 b["description"] for b in bodies
             ]
-            with live.client() as client:
-                events = client.get(
-                    "/v1/audit-events",
-                    params={"action": "key.updated", "key_id": key["id"], "limit": 200},
-                    headers=live.auth,
-                ).json()["items"][::-1]
-            chain = [event["changes"]["description"] for event in events]
+            chain = _descriptions_audited(live, key["id"])
             assert len(chain) == 64  # every body changed the description: one event each
             assert chain[0]["from"] == "start"
             assert all(a["to"] == b["from"] for a, b in itertools.pairwise(chain))
