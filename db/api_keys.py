@@ -247,36 +247,53 @@ def change(caller: Caller, key_id: int, changes: dict[str, Any], now: datetime) 
     The key is read first, apart from the request's transaction: a PATCH that would
     change nothing is answered from that read (as if it ran then) and writes nothing:
     no lock, no ``updated_at``, no audit event, as Stripe sends no ``*.updated`` event
-    when nothing changed. A change of ``PLAIN`` fields only is judged on that read and
-    written by one statement, provided the key is still as read (``_write_plain``).
-    Any other PATCH locks the key in the request's transaction and changes it from the
-    row as it is then (``_update``). The key returned after a ``PLAIN`` change has its
-    columns only (both surfaces answer a PATCH from them), no relationship loaded.
+    when nothing changed. A body of ``PLAIN`` fields only, for a key within the policy
+    in an account without webhooks (as read), is written by one statement provided the
+    key is still as read (``_write_plain``). Any other PATCH locks the key in the
+    request's transaction and changes it from the row as it is then (``_update``).
+    The key returned after a ``PLAIN`` change has its columns only (both surfaces
+    answer a PATCH from them), no relationship loaded.
     """
     check_meta(changes.get("meta"))
     with db.session.apart(writes=False) as reading:
-        key, policy = _read_for_change(reading, caller.scope, key_id, changes)
+        key, policy, listening = _read_for_change(reading, caller.scope, key_id, changes)
     changing = _changing(key, changes)
     if not changing:
         return key
     session = db.session.current()
-    if changing <= PLAIN:
-        _within_policy(policy, key, now)  # as after any change: see ``_update``
-        written = _write_plain(session, caller, key, policy, {f: changes[f] for f in changing}, now)
+    # Only a body of ``PLAIN`` fields: any other field sent is judged on the locked row.
+    if set(changes) <= PLAIN and not listening and _within(policy, key, now):
+        wanted = {f: changes[f] for f in changing}
+        kept = {f: changes[f] for f in changes if f not in changing}
+        written = _write_plain(session, caller, key, policy, wanted, kept, now)
         if written is not None:
             return written
     return _update(session, caller, key_id, changes, now)
 
 
+def _within(policy: db.policies.Policy, key: ApiKey, now: datetime) -> bool:
+    """Whether the key, as read, lies within the policy (``_update`` says why not)."""
+    try:
+        _within_policy(policy, key, now)
+    except Forbidden:
+        return False
+    return True
+
+
 def _read_for_change(
     session: Session, scope: Scope, key_id: int, changes: dict[str, Any]
-) -> tuple[ApiKey, db.policies.Policy]:
-    """``find``, with the account's policy, in one round trip: the key's permissions
-    and rate limits only if ``changes`` sets them (none is shown by a PATCH's answer)."""
+) -> tuple[ApiKey, db.policies.Policy, bool]:
+    """``find``, with the account's policy and whether it has a webhook, in one round
+    trip: the key's permissions and rate limits only if ``changes`` sets them (none is
+    shown by a PATCH's answer)."""
     wanted = {"permissions": ApiKey.permission_links, "ratelimits": ApiKey.ratelimit_rows}
     found = (
         session.execute(
-            select(ApiKey, *db.policies.COLUMNS)
+            select(
+                ApiKey,
+                *db.policies.COLUMNS,
+                db.webhooks.listening(ApiKey.account_id).label("listening"),
+            )
             .join(Account, Account.id == ApiKey.account_id)
             .where(ApiKey.id == key_id, scope.clause())
             .options(
@@ -291,7 +308,7 @@ def _read_for_change(
     )
     if found is None:
         raise NotFound(NOT_FOUND_MESSAGE)
-    return found[0], db.policies.from_row(found)
+    return found[0], db.policies.from_row(found), bool(found.listening)
 
 
 def _write_plain(
@@ -300,17 +317,23 @@ def _write_plain(
     read: ApiKey,
     policy: db.policies.Policy,
     wanted: dict[str, Any],
+    kept: dict[str, Any],
     now: datetime,
 ) -> ApiKey | None:
-    """Write a change of ``PLAIN`` fields, judged as ``_update`` judges it, holding the
-    key's row lock for one statement. On PostgreSQL one statement locks the key, checks
-    that each field still differs from what is wanted and that the key and the policy
-    are as ``read`` and ``policy`` were judged, confirms the caller's standing
-    (``db.authority.Standing``), changes the key and writes its audit event from the
-    locked row's values; it commits by itself where it can (``db.session.by_itself``),
-    so that no lock waits on Python. On SQLite three statements do, inside the write
+    """Write a change of ``PLAIN`` fields (``wanted``; ``kept``: those the body sets to
+    what they hold), judged as ``_update`` judges it, with the key's row lock taken by
+    the request's last statement before its commit. On PostgreSQL one statement locks
+    the key, checks that each field still differs from what is wanted and that the key
+    and the policy are as ``read`` and ``policy`` were judged, confirms the caller's
+    standing (``db.authority.Standing``), changes the key and writes its audit event
+    from the locked row's values. On SQLite three statements do, inside the write
     transaction that ``BEGIN IMMEDIATE`` already serializes. The statements are built
     once per shape of change (``_plain_statements``), and given this one's values.
+
+    The statement does not commit by itself: the request's commit, which a request out
+    of time never sends (``keyplane.deadline``), is what makes it count. An
+    autocommitted statement ran faster, but one held on a lock when the request ran
+    out of time committed after its 503 (``tests/test_failures.py`` caught it).
 
     None, with nothing written, where ``_update`` decides instead: the key's expiry or
     the policy changed since they were read, a field already holds what is wanted
@@ -323,9 +346,11 @@ def _write_plain(
     fields = tuple(sorted(wanted, key=EDITABLE.index))
     owned = caller.scope.owner_id is not None
     postgresql = session.get_bind().dialect.name == "postgresql"
-    statements = _plain_statements(fields, owned, standing.as_admin, postgresql)
+    unchanged = tuple(sorted(kept))
+    statements = _plain_statements(fields, unchanged, owned, standing.as_admin, postgresql)
     values = (
         {f"new_{f}": wanted[f] for f in fields}
+        | {f"kept_{f}": kept[f] for f in unchanged}
         | {"key_id": read.id, "scope_account_id": caller.scope.account_id, "now": now}
         | ({"scope_owner_id": caller.scope.owner_id} if owned else {})
         | {
@@ -338,11 +363,9 @@ def _write_plain(
     )
     if postgresql:
         [statement] = statements
-        row = db.session.by_itself(statement, values)
-        if row is False:  # in the request's transaction, then: it commits with it
-            row = session.execute(statement, values).one_or_none()
-            if row is not None:
-                db.authority.confirmed(session)
+        row = session.execute(statement, values).one_or_none()
+        if row is not None:
+            db.authority.confirmed(session)
     else:
         judge, change, audit = statements
         found = session.execute(judge, values).one_or_none()
@@ -361,10 +384,15 @@ def _write_plain(
 
 @functools.cache
 def _plain_statements(
-    fields: tuple[str, ...], owned: bool, as_admin: bool, postgresql: bool
+    fields: tuple[str, ...],
+    kept: tuple[str, ...],
+    owned: bool,
+    as_admin: bool,
+    postgresql: bool,
 ) -> tuple[Executable, ...]:
-    """``_write_plain``'s statements for a change of ``fields``, by a caller who sees
-    one owner's keys (``owned``) or all the account's, acting as an admin or not."""
+    """``_write_plain``'s statements for a change of ``fields`` that ``kept`` fields
+    still hold what the body sets, by a caller who sees one owner's keys (``owned``)
+    or all the account's, acting as an admin or not."""
     keys = ApiKey.__table__.c
     # Parameters are never named as a column: an INSERT or UPDATE given a parameter of
     # its column's name would set that column too.
@@ -391,7 +419,7 @@ def _plain_statements(
     if not postgresql:
         current = scoped.subquery("current")
         standing = db.authority.Standing.clause(current.c.account_id, as_admin=as_admin)
-        judged = and_(_judged(current.c, fields), standing).label("judged")
+        judged = and_(_judged(current.c, fields, kept), standing).label("judged")
         changes = bindparam("audit_changes", type_=AuditEvent.__table__.c.changes.type)
         target = ("api_key", bindparam("key_id", type_=String))
         event = db.audit.event(
@@ -406,7 +434,9 @@ def _plain_statements(
     # (``old``), so that the caller's rows are share-locked after the key's.
     old = scoped.with_for_update(of=ApiKey).cte("old")
     standing = db.authority.Standing.clause(old.c.account_id, as_admin=as_admin)
-    written = changed.where(ApiKey.id == old.c.id, _judged(old.c, fields), standing).cte("written")
+    written = changed.where(ApiKey.id == old.c.id, _judged(old.c, fields, kept), standing).cte(
+        "written"
+    )
     diff = func.json_build_object(
         *(
             part
@@ -433,13 +463,17 @@ def _plain_statements(
     return (select(written).add_cte(audit.cte("audit")),)
 
 
-def _judged(columns: Any, fields: tuple[str, ...]) -> ColumnElement[bool]:
+def _judged(columns: Any, fields: tuple[str, ...], kept: tuple[str, ...]) -> ColumnElement[bool]:
     """The key (``columns`` of ``_plain_statements``' select) would change as wanted,
-    and is judged as the read and the policy were: its expiry and the policy as read,
-    and no webhook to tell."""
+    still holds the ``kept`` fields as the body sets them, and is judged as the read
+    and the policy were: its expiry and the policy as read, and no webhook to tell."""
     keys = ApiKey.__table__.c
     return and_(
         *(columns[f].is_distinct_from(bindparam(f"new_{f}", type_=keys[f].type)) for f in fields),
+        *(
+            columns[f].is_not_distinct_from(bindparam(f"kept_{f}", type_=keys[f].type))
+            for f in kept
+        ),
         columns.expires_at.is_not_distinct_from(
             bindparam("read_expires_at", type_=keys.expires_at.type)
         ),

@@ -20,17 +20,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import TypeVar
 
-from sqlalchemy import Engine, Executable, Row, Select
+from sqlalchemy import Engine, Select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from keyplane.db.engine import for_writing
-
-
-def _always() -> bool:
-    return True
 
 
 @dataclass(frozen=True)
@@ -39,27 +35,12 @@ class Sessions:
 
     reading: sessionmaker[Session]
     writing: sessionmaker[Session]
-    # Where one statement may commit by itself (``by_itself``): PostgreSQL, reached
-    # directly. Not SQLite (a change there takes more than one statement), and not
-    # through a transaction pooler (its timeouts are set per transaction).
-    autocommit: Engine | None = None
-    # The wiring's say on whether the request may still commit (``keyplane.deadline``).
-    may_commit: Callable[[], bool] = _always
 
     @classmethod
-    def of(
-        cls,
-        engine: Engine,
-        *,
-        may_commit: Callable[[], bool] = _always,
-        transaction_pooler: bool = False,
-    ) -> Sessions:
-        alone = engine.dialect.name == "postgresql" and not transaction_pooler
+    def of(cls, engine: Engine) -> Sessions:
         return cls(
             sessionmaker(engine, expire_on_commit=False),
             sessionmaker(for_writing(engine), expire_on_commit=False),
-            engine.execution_options(isolation_level="AUTOCOMMIT") if alone else None,
-            may_commit,
         )
 
     def new(self, *, writes: bool) -> Session:
@@ -99,22 +80,6 @@ def bind(session: Session) -> Token[Session]:
 
 def unbind(token: Token[Session]) -> None:
     _current.reset(token)
-
-
-def by_itself(
-    statement: Executable, parameters: dict[str, Any] | None = None
-) -> Row[Any] | Literal[False] | None:
-    """``statement``'s one row (None: no row), the statement committed by itself on a
-    connection of its own: every lock it takes ends with it, and none is held while
-    Python runs, waiting for the interpreter among the worker's other threads. False,
-    with nothing run, where that cannot be (``Sessions.autocommit``) or the request
-    may no longer commit: the caller then does the work in the request's transaction.
-    It claims the request's commit first, as the request's own commit would."""
-    sessions = _sessions.get()
-    if sessions.autocommit is None or not sessions.may_commit():
-        return False
-    with sessions.autocommit.connect() as connection:
-        return connection.execute(statement, parameters).one_or_none()
 
 
 @contextmanager

@@ -61,7 +61,7 @@ from keyplane.db.lookups import lookups_for
 from keyplane.db.redis_windows import RedisWindows
 from keyplane.db.session import Sessions
 from keyplane.db.usage import Usage
-from keyplane.deadline import Deadline, claim_commit
+from keyplane.deadline import Deadline
 from keyplane.guards import DocsPages, Guards
 from keyplane.handlers.context import Runtime
 from keyplane.leaks import GitHubKeys
@@ -147,9 +147,7 @@ class Service:
         settings.check()
         limits = settings.database_limits()
         engine = make_engine(settings.database_url, limits)
-        sessions = Sessions.of(
-            engine, may_commit=claim_commit, transaction_pooler=limits.transaction_pooler
-        )
+        sessions = Sessions.of(engine)
         spenders = CapacityLimiter(settings.threads)
         windows = (
             DatabaseWindows()

@@ -931,6 +931,20 @@ class TestAPatchOfPlainFields:
             assert audited.startswith("INSERT INTO audit_events")
         assert factory.stored_key(record.id).description == "one"
 
+    def test_a_body_with_any_other_field_is_judged_on_the_locked_row(
+        self, client, factory, admin, key, statements
+    ):
+        """``enabled`` sent as it already is: the description alone changes, but the
+        switch is judged where another writer could have turned it meanwhile."""
+        record, _ = key
+        statements.clear()
+        body = {"description": "two", "enabled": True}
+        response = client.patch(f"/v1/api-keys/{record.id}", json=body, headers=factory.auth(admin))
+        assert response.status_code == 200
+        audited = [s for s in statements if s.startswith("INSERT INTO audit_events")]
+        assert len(audited) == 1 and "memberships" not in audited[0]  # the full path's
+        assert factory.stored_key(record.id).description == "two"
+
     def test_403_and_nothing_written_when_the_key_is_outside_the_policy(
         self, client, factory, admin, key
     ):
