@@ -17,6 +17,7 @@ that signs, space-separated).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import socket
@@ -38,6 +39,11 @@ from keyplane.db.webhooks import Outcome, Outgoing
 logger = logging.getLogger("keyplane.webhooks")
 
 POLL_SECONDS = 1.0
+# An attempt's answer is recorded within this long after its send's time, however long
+# the database is away meanwhile (``_settle``); a lease covers both, and instances'
+# clocks differing by up to ``CLOCKS_DIFFER``: then, and only then, another may send it.
+SETTLE_SECONDS = 20.0
+CLOCKS_DIFFER = timedelta(seconds=10)
 SWEEP_EVERY_SECONDS = 60.0
 KEEP_FINISHED = timedelta(days=30)
 READ_AT_MOST = 64 * 1024  # of an endpoint's answer: its status is what counts
@@ -73,7 +79,7 @@ class Sender:
         self.expiring_within = expiring_within
         # A lease outlives the longest send and its settling, with room for instances'
         # clocks to differ: then a sender that died lets go.
-        self.lease = timedelta(seconds=timeout_seconds + 10)
+        self.lease = timedelta(seconds=timeout_seconds + SETTLE_SECONDS) + CLOCKS_DIFFER
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pool: ThreadPoolExecutor | None = None
@@ -112,6 +118,7 @@ class Sender:
         with self.sessions.reading() as session:  # most rounds: no write lock at all
             if not db.webhooks.anything_due(session, now):
                 return 0
+        settle_by = time.monotonic() + self.timeout_seconds + SETTLE_SECONDS
         free = 0
         while free < self.concurrency and self._in_flight.acquire(blocking=False):
             free += 1
@@ -126,10 +133,10 @@ class Sender:
         self._release(free - len(claimed))
         if wait or self._pool is None:
             for outgoing in claimed:
-                self._send_and_settle(outgoing)
+                self._send_and_settle(outgoing, settle_by)
         else:
             for outgoing in claimed:
-                self._pool.submit(self._send_and_settle, outgoing)
+                self._pool.submit(self._send_and_settle, outgoing, settle_by)
         return len(claimed)
 
     def sweep(self, now: datetime) -> None:
@@ -142,22 +149,28 @@ class Sender:
         for _ in range(count):
             self._in_flight.release()
 
-    def _send_and_settle(self, outgoing: Outgoing) -> None:
+    def _send_and_settle(self, outgoing: Outgoing, settle_by: float) -> None:
         try:
-            outcome = self.send(outgoing)
-            for wait in (0.1, 0.5, 2.0, None):  # the answer is in: record it if at all possible
-                try:
-                    with self.sessions.writing() as session, session.begin():
-                        db.webhooks.settle(session, outgoing, outcome, datetime.now(UTC))
-                    break
-                except SQLAlchemyError:
-                    if wait is None:
-                        raise
-                    time.sleep(wait)
+            self._settle(outgoing, self.send(outgoing), settle_by)
         except Exception:
             logger.exception("webhook delivery %s not settled", outgoing.delivery_id)
         finally:
             self._in_flight.release()
+
+    def _settle(self, outgoing: Outgoing, outcome: Outcome, settle_by: float) -> None:
+        """The answer is in: record it while the lease is this sender's, through the
+        database's absences. Given up, the delivery is sent again once its lease runs out
+        (at least once), so it is given up only at ``settle_by`` or when stopping."""
+        waits = itertools.chain((0.1, 0.5, 1.0), itertools.repeat(2.0))
+        while True:
+            try:
+                with self.sessions.writing() as session, session.begin():
+                    db.webhooks.settle(session, outgoing, outcome, datetime.now(UTC))
+                return
+            except SQLAlchemyError:
+                wait = next(waits)
+                if time.monotonic() + wait >= settle_by or self._stop.wait(wait):
+                    raise
 
     def send(self, outgoing: Outgoing) -> Outcome:
         """One attempt: signed now, sent to the checked address, within the send's time."""

@@ -59,7 +59,10 @@ class Receiver:
 
 
 @contextmanager
-def receiving(*statuses: int, then: int = 204, path: str = "/hook") -> Iterator[Receiver]:
+def receiving(
+    *statuses: int, then: int = 204, path: str = "/hook", delay: float = 0.0
+) -> Iterator[Receiver]:
+    """``delay``: seconds between a request's arrival and its answer."""
     receiver = Receiver(list(statuses), then)
 
     class Handler(BaseHTTPRequestHandler):
@@ -69,6 +72,7 @@ def receiving(*statuses: int, then: int = 204, path: str = "/hook") -> Iterator[
                 {k.lower(): v for k, v in self.headers.items()}, self.rfile.read(length)
             )
             status = receiver.answer(message)
+            time.sleep(delay)
             if status == 0:
                 receiver._closing.wait(30)
                 return

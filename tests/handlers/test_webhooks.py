@@ -7,6 +7,8 @@ of the sender's loop, so a retry schedule of days runs in a moment.
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -14,7 +16,9 @@ from sqlalchemy import func, select
 
 from keyplane import db
 from keyplane.db.crypto import Secrets
+from keyplane.db.engine import Limits, make_engine
 from keyplane.db.models import AuditEvent, Role, Webhook, WebhookDelivery, WebhookEvent
+from keyplane.db.session import Sessions
 from keyplane.webhooks import NOT_ALLOWED, UNREADABLE_SECRET, Sender
 from tests.receivers import receiving
 
@@ -514,6 +518,35 @@ class TestEvents:
         assert [a["status_code"] for a in delivery["attempts"]] == [500, 502, None, 204]
         assert delivery["attempts"][2]["error"] == "timed out"
         assert delivery["state"] == "delivered"
+
+    def test_an_answer_the_database_cannot_take_at_once_is_recorded_and_not_sent_again(
+        self, client, factory, admin, sender, database_url
+    ):
+        """The answer comes while the sender's one connection is taken (the database
+        away for 5 s): it is recorded once the database is back, within the lease, and
+        no later round sends the event again."""
+        narrow = make_engine(
+            database_url, Limits(pool_size=1, max_overflow=0, pool_timeout_seconds=0.2)
+        )
+        away = Sender(Sessions.of(narrow), sender.secrets, timeout_seconds=1, allow_private=True)
+        try:
+            with receiving(delay=0.5) as receiver:
+                made = _register(client, factory, admin, receiver.url)
+                _key(client, factory, admin)
+                sending = threading.Thread(target=away.send_due, args=(datetime.now(UTC),))
+                sending.start()
+                receiver.wait_for(1)
+                with narrow.connect():
+                    time.sleep(5)
+                sending.join(30)
+                after_the_lease = datetime.now(UTC) + away.lease + timedelta(minutes=1)
+                assert away.send_due(after_the_lease) == 0
+                assert len(receiver.received) == 1
+        finally:
+            narrow.dispose()
+        (delivery,) = _deliveries(client, factory, admin, made["id"])
+        assert delivery["state"] == "delivered"
+        assert [a["status_code"] for a in delivery["attempts"]] == [204]
 
     def test_an_endpoint_that_never_answers_ends_dead_after_the_schedule(
         self, client, factory, admin, sender
