@@ -105,7 +105,18 @@ class Credits:
         return cls(given["remaining"], Refill(interval, refill["amount"], day))
 
 
-def credits_of(row: Credited | Balance, now: datetime) -> Credits | None:
+class Holding(Protocol):
+    """Credits as a row holds them: a key's or an identity's (``models.Credited``), a
+    batch's ``Balance``, or a key as a page of keys reads it."""
+
+    credits_remaining: int | None
+    refill_interval: RefillInterval | None
+    refill_amount: int | None
+    refill_day: int | None
+    refilled_at: datetime | None
+
+
+def credits_of(row: Holding, now: datetime) -> Credits | None:
     """What ``row`` holds now: a refill that is due shows, though not yet written."""
     if row.credits_remaining is None:
         return None
@@ -116,7 +127,7 @@ def credits_of(row: Credited | Balance, now: datetime) -> Credits | None:
     return Credits(refill.amount if due else row.credits_remaining, refill)
 
 
-def settle(row: Credited | Balance, now: datetime) -> Credits | None:
+def settle(row: Holding, now: datetime) -> Credits | None:
     """``row``'s credits now, a due refill applied to the row (and so written with it)."""
     held = credits_of(row, now)
     if held is not None and held.refill is not None:
@@ -126,7 +137,7 @@ def settle(row: Credited | Balance, now: datetime) -> Credits | None:
     return held
 
 
-def _due(row: Credited | Balance, refill: Refill, now: datetime) -> datetime | None:
+def _due(row: Holding, refill: Refill, now: datetime) -> datetime | None:
     """The refill moment ``row`` has not had yet, if one has passed."""
     moment = refill.last_moment(now)
     return moment if row.refilled_at is None or row.refilled_at < moment else None

@@ -223,6 +223,10 @@ class ApiKey(Credited, Base):
     def permissions(self) -> list[str]:
         return sorted(link.permission_id for link in self.permission_links)
 
+    @property
+    def ratelimits(self) -> list[dict[str, Any]]:
+        return [limit.to_api() for limit in self.ratelimit_rows]
+
     def status_at(self, now: datetime) -> KeyStatus:
         return key_status(self, now)
 

@@ -32,8 +32,9 @@ def newest_first(
     if cursor is not None:
         # Ids beyond int64 simply mean "from the top".
         query = query.where(id_column < min(int(cursor), MAX_ID))
-    # unique(): a page may join-load each row's collection (``db.api_keys.page``).
-    rows = list(session.scalars(query.order_by(id_column.desc()).limit(limit + 1)).unique())
+    # A query of one entity gives its objects; one of columns, its rows.
+    result = session.execute(query.order_by(id_column.desc()).limit(limit + 1))
+    rows: list[Any] = list(result.scalars() if len(query.column_descriptions) == 1 else result)
     items = rows[:limit]
     last: Any = items[-1] if items else None
     return Page(items, str(last.id) if len(rows) > limit and last is not None else None)

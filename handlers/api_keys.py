@@ -107,7 +107,7 @@ def read(key: ApiKey, *, full_key: str | None = None) -> dict[str, Any]:
     return db.api_keys.shown_brief(key, runtime().now(), full_key=full_key)
 
 
-def detail(key: ApiKey, *, full_key: str | None = None) -> dict[str, Any]:
+def detail(key: db.api_keys.Shown, *, full_key: str | None = None) -> dict[str, Any]:
     return db.api_keys.shown(key, runtime().now(), full_key=full_key)
 
 

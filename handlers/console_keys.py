@@ -11,7 +11,7 @@ from typing import Any
 from keyplane import db
 from keyplane.db.access import Actor
 from keyplane.db.errors import NotFound
-from keyplane.db.models import ApiKey
+from keyplane.db.models import ApiKey, key_status
 from keyplane.db.timefmt import parse_rfc3339, rfc3339
 from keyplane.handlers.context import current_actor, runtime
 
@@ -83,14 +83,14 @@ def _expiry(value: str | None) -> Any:
     return parse_rfc3339(value or None, ["body", "expiresAt"])
 
 
-def _shape(key: ApiKey, *, full_key: str | None = None) -> dict[str, Any]:
+def _shape(key: db.api_keys.Shown, *, full_key: str | None = None) -> dict[str, Any]:
     return {
         "id": key.id,
         "keyPrefix": key.key_prefix,
         "userId": key.user_id,
         "description": key.description,
         "flatPermissionsList": key.permissions,
-        "status": key.status_at(runtime().now()).value,
+        "status": key_status(key, runtime().now()).value,
         "createdAt": rfc3339(key.created_at),
         "expiresAt": rfc3339(key.expires_at),
         "lastUsedAt": rfc3339(key.last_used_at),

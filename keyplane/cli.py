@@ -37,7 +37,7 @@ from keyplane import __version__, db
 from keyplane.db import crypto
 from keyplane.db.engine import make_engine
 from keyplane.db.errors import KeyplaneError, NotFound
-from keyplane.db.models import Account, ApiKey, Role, User
+from keyplane.db.models import Account, Role, User, key_status
 from keyplane.db.timefmt import parse_rfc3339, rfc3339
 from keyplane.settings import Settings, SettingsError
 
@@ -569,7 +569,7 @@ def _revision(operator: Operator, as_json: bool) -> None:
         raise SystemExit(1)
 
 
-def _key_line(key: ApiKey) -> dict[str, object]:
+def _key_line(key: db.api_keys.Shown) -> dict[str, object]:
     return {
         "id": key.id,
         "account_id": key.account_id,
@@ -577,7 +577,7 @@ def _key_line(key: ApiKey) -> dict[str, object]:
         "key_prefix": key.key_prefix,
         "description": key.description,
         "external_id": key.external_id,
-        "status": key.status_at(_now()).value,
+        "status": key_status(key, _now()).value,
         "created_at": rfc3339(key.created_at),
         "expires_at": rfc3339(key.expires_at),
         "last_used_at": rfc3339(key.last_used_at),

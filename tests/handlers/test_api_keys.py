@@ -253,6 +253,43 @@ class TestList:
         assert all(k["full_key"] is None for k in response.json()["items"])
         assert response.json()["next_cursor"] is None
 
+    def test_200_each_key_as_its_own_get_shows_it(self, client, factory, admin):
+        """The page reads keys in one query of plain rows; each is shown exactly as the
+        key's own GET shows it: permissions and rate limits in order, booleans, meta."""
+        auth = factory.auth(admin)
+        bodies = [
+            {},
+            {
+                "description": "full",
+                "permissions": ["writeApplications", "readApplications"],
+                "ratelimits": [
+                    {"name": "tokens", "limit": 5, "duration_ms": 1000, "auto_apply": False},
+                    {"name": "requests", "limit": 10, "duration_ms": 60000, "auto_apply": True},
+                ],
+                "credits": {"remaining": 9, "refill": {"interval": "daily", "amount": 9}},
+                "meta": {"plan": "pro", "seats": 3, "trial": False, "tags": ["a"]},
+                "external_id": "cus_1",
+                "expires_at": "2099-01-01T00:00:00Z",
+            },
+            {"enabled": False, "permissions": ["readApplications"]},
+        ]
+        ids = []
+        for body in bodies:
+            made = client.post("/v1/api-keys", json=body, headers=auth)
+            assert made.status_code == 201, made.text
+            ids.append(made.json()["id"])
+        listed = client.get("/v1/api-keys", headers=auth).json()["items"]
+        each = [client.get(f"/v1/api-keys/{key_id}", headers=auth).json() for key_id in ids]
+        assert listed == each[::-1]
+        assert listed[1]["ratelimits"][0] == {
+            "name": "requests",
+            "limit": 10,
+            "duration_ms": 60000,
+            "auto_apply": True,
+        }
+        assert listed[1]["permissions"] == ["readApplications", "writeApplications"]
+        assert listed[2]["permissions"] == [] and listed[2]["ratelimits"] == []
+
     def test_200_member_sees_only_their_own_keys(self, client, factory, acme, admin, member):
         factory.api_key(admin, acme)
         own, _ = factory.api_key(member, acme)
