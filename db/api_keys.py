@@ -30,10 +30,8 @@ from sqlalchemy import (
     and_,
     bindparam,
     cast,
-    func,
     insert,
     inspect,
-    literal,
     select,
     true,
 )
@@ -370,13 +368,10 @@ def _write_plain(
         if row is not None:
             db.authority.confirmed(session)
     else:
-        judge, change, audit = statements
-        found = session.execute(judge, values).one_or_none()
-        if found is None or not found.judged:
+        judged_and_audited, change = statements
+        if session.execute(judged_and_audited, values).first() is None:
             return None
         row = session.execute(change, values).one()
-        diff = {f: {"from": found._mapping[f], "to": row._mapping[f]} for f in fields}
-        session.execute(audit, values | {"audit_changes": diff})
         db.authority.confirmed(session)
     if row is None:
         return None
@@ -418,20 +413,36 @@ def _plain_statements(
         .values(updated_at=bindparam("now", type_=keys.updated_at.type))
         .returning(*keys)
     )
-    actor, at, address = db.audit.bound()
+
+    def audit(current: Any, *where: Any, joined: Any = None) -> Any:
+        """Writes the event, from the key's row as it is before the change."""
+        diff = jsonsql.object_of(
+            **{
+                f: jsonsql.object_of(
+                    **{"from": current[f], "to": bindparam(f"new_{f}", type_=keys[f].type)}
+                )
+                for f in fields
+            }
+        )
+        actor, at, address = db.audit.bound()
+        about = ("api_key", cast(current.id, String))
+        event = db.audit.event(
+            current.account_id, actor, KEY_UPDATED, about, at, diff, address=address
+        )
+        rows = select(*db.audit.selected(event)).where(*where)
+        if joined is not None:
+            rows = rows.select_from(joined)
+        return insert(AuditEvent.__table__).from_select(list(event), rows)
+
     if not postgresql:
+        # Inside the write transaction that BEGIN IMMEDIATE took: the event is written
+        # only if the key is as judged, then the key changes (no one else can meanwhile).
         current = scoped.subquery("current")
         standing = db.authority.Standing.clause(current.c.account_id, as_admin=as_admin)
-        judged = and_(_judged(current.c, fields, kept), standing).label("judged")
-        changes = bindparam("audit_changes", type_=AuditEvent.__table__.c.changes.type)
-        target = ("api_key", bindparam("key_id", type_=String))
-        event = db.audit.event(
-            bindparam("scope_account_id"), actor, KEY_UPDATED, target, at, changes, address=address
-        )
+        judged_and_audited = audit(current.c, _judged(current.c, fields, kept), standing)
         return (
-            select(*(current.c[f] for f in fields), judged),
+            judged_and_audited.returning(AuditEvent.id),
             changed.where(keys.id == bindparam("key_id")),
-            insert(AuditEvent).values(event),
         )
     # The key locked first, and judged after: every condition is on the locked row
     # (``old``), so that the caller's rows are share-locked after the key's.
@@ -440,30 +451,8 @@ def _plain_statements(
     written = changed.where(ApiKey.id == old.c.id, _judged(old.c, fields, kept), standing).cte(
         "written"
     )
-    diff = func.json_build_object(
-        *(
-            part
-            for f in fields
-            for part in (f, func.json_build_object("from", old.c[f], "to", written.c[f]))
-        )
-    )
-    about = ("api_key", cast(written.c.id, String))
-    event = db.audit.event(
-        written.c.account_id, actor, KEY_UPDATED, about, at, diff, address=address
-    )
-    audit_columns = AuditEvent.__table__.c
-    audit = insert(AuditEvent).from_select(
-        list(event),
-        select(
-            *(
-                value
-                if isinstance(value, ColumnElement)
-                else literal(value, audit_columns[name].type)
-                for name, value in event.items()
-            )
-        ).select_from(old.join(written, written.c.id == old.c.id)),
-    )
-    return (select(written).add_cte(audit.cte("audit")),)
+    audited = audit(old.c, joined=old.join(written, written.c.id == old.c.id))
+    return (select(written).add_cte(audited.cte("audit")),)
 
 
 def _judged(columns: Any, fields: tuple[str, ...], kept: tuple[str, ...]) -> ColumnElement[bool]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BindParameter, ColumnElement, String, bindparam, select
+from sqlalchemy import BindParameter, ColumnElement, String, bindparam, literal, select
 from sqlalchemy.orm import Session
 
 from keyplane.db.models import AuditEvent
@@ -75,6 +75,16 @@ def event(
         "created_at": now,
         "client_address": CLIENT_ADDRESS.get() if address is None else address,
     }
+
+
+def selected(event: dict[str, Any]) -> list[ColumnElement[Any]]:
+    """``event``'s values as the columns of a ``SELECT`` that an ``INSERT ... SELECT``
+    writes, in its order: a plain value as a literal of its column's type."""
+    columns = AuditEvent.__table__.c
+    return [
+        value if isinstance(value, ColumnElement) else literal(value, columns[name].type)
+        for name, value in event.items()
+    ]
 
 
 def bound() -> tuple[Actor, BindParameter[Any], BindParameter[Any]]:

@@ -960,12 +960,12 @@ class TestAPatchOfPlainFields:
             assert "FOR UPDATE" in statement and "FOR SHARE" in statement
             assert "INSERT INTO audit_events" in statement
         else:
-            # Inside SQLite's write transaction: judged, changed, then its event written.
-            [changed, audited] = writes
-            judged = statements[-3]
+            # Inside SQLite's write transaction: the event written if the key is as
+            # judged (the caller's standing too), then the key changed; nothing after.
+            [audited, changed] = writes
             assert statements[-2:] == writes
-            assert "memberships" in judged and "RETURNING" in changed
-            assert audited.startswith("INSERT INTO audit_events")
+            assert audited.startswith("INSERT INTO audit_events") and "memberships" in audited
+            assert changed.startswith("UPDATE api_keys") and "RETURNING" in changed
         assert factory.stored_key(record.id).description == "one"
 
     def test_a_body_with_any_other_field_is_judged_on_the_locked_row(
