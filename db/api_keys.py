@@ -26,11 +26,11 @@ from typing import Any, Protocol
 from sqlalchemy import (
     ColumnElement,
     Executable,
+    Insert,
     String,
     and_,
     bindparam,
     cast,
-    insert,
     inspect,
     select,
     true,
@@ -414,7 +414,7 @@ def _plain_statements(
         .returning(*keys)
     )
 
-    def audit(current: Any, *where: Any, joined: Any = None) -> Any:
+    def audit(current: Any, *where: ColumnElement[bool], joined: Any = None) -> Insert:
         """Writes the event, from the key's row as it is before the change."""
         diff = jsonsql.object_of(
             **{
@@ -429,10 +429,7 @@ def _plain_statements(
         event = db.audit.event(
             current.account_id, actor, KEY_UPDATED, about, at, diff, address=address
         )
-        rows = select(*db.audit.selected(event)).where(*where)
-        if joined is not None:
-            rows = rows.select_from(joined)
-        return insert(AuditEvent.__table__).from_select(list(event), rows)
+        return db.audit.written_by_select(event, *where, joined=joined)
 
     if not postgresql:
         # Inside the write transaction that BEGIN IMMEDIATE took: the event is written

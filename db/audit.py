@@ -5,9 +5,20 @@ from __future__ import annotations
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import BindParameter, ColumnElement, String, bindparam, literal, select
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    FromClause,
+    Insert,
+    String,
+    Table,
+    bindparam,
+    insert,
+    literal,
+    select,
+)
 from sqlalchemy.orm import Session
 
 from keyplane.db.models import AuditEvent
@@ -77,14 +88,23 @@ def event(
     }
 
 
-def selected(event: dict[str, Any]) -> list[ColumnElement[Any]]:
-    """``event``'s values as the columns of a ``SELECT`` that an ``INSERT ... SELECT``
-    writes, in its order: a plain value as a literal of its column's type."""
-    columns = AuditEvent.__table__.c
-    return [
-        value if isinstance(value, ColumnElement) else literal(value, columns[name].type)
-        for name, value in event.items()
-    ]
+def written_by_select(
+    event: dict[str, Any], *where: ColumnElement[bool], joined: FromClause | None = None
+) -> Insert:
+    """An ``INSERT ... SELECT`` that writes ``event`` for each row it selects (from
+    ``joined``, where ``where`` holds): its values may be those rows' columns; a plain
+    value is a literal of its column's type."""
+    table = cast(Table, AuditEvent.__table__)  # not the entity, which would take
+    # the statement's parameters for rows to insert
+    rows = select(
+        *(
+            value if isinstance(value, ColumnElement) else literal(value, table.c[name].type)
+            for name, value in event.items()
+        )
+    ).where(*where)
+    if joined is not None:
+        rows = rows.select_from(joined)
+    return insert(table).from_select(list(event), rows)
 
 
 def bound() -> tuple[Actor, BindParameter[Any], BindParameter[Any]]:
