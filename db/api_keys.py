@@ -327,8 +327,9 @@ def _write_plain(
     the key, checks that each field still differs from what is wanted and that the key
     and the policy are as ``read`` and ``policy`` were judged, confirms the caller's
     standing (``db.authority.Standing``), changes the key and writes its audit event
-    from the locked row's values. On SQLite three statements do, inside the write
-    transaction that ``BEGIN IMMEDIATE`` already serializes. The statements are built
+    from the locked row's values. On SQLite two do, inside the write transaction that
+    ``BEGIN IMMEDIATE`` already serializes: the audit event written from the key's row
+    if all is as judged, then the key changed. The statements are built
     once per shape of change (``_plain_statements``), and given this one's values.
 
     The statement does not commit by itself: the request's commit, which a request out
@@ -559,7 +560,7 @@ _LISTED = select(
     jsonsql.array_of(
         select(ApiKeyPermission.permission_id)
         .where(ApiKeyPermission.api_key_id == ApiKey.id)
-        .order_by(ApiKeyPermission.permission_id)
+        .order_by(jsonsql.bytewise(ApiKeyPermission.permission_id))  # as ``ApiKey``'s
         .correlate(ApiKey)
     ).label("permissions"),
     jsonsql.array_of(

@@ -26,7 +26,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 
 # An embedded database in the working folder, unless KEYPLANE_DATABASE_URL says otherwise.
 DEFAULT_DATABASE_URL = "sqlite:///keyplane.db"
@@ -204,18 +204,21 @@ def _sqlite_engine(url: URL, limits: Limits | None) -> Engine:
         # On the driver's connection: a try that finds the lock taken costs microseconds,
         # not the hundred of SQLAlchemy's error handling, taken from the lock's holder.
         driver = connection.connection.dbapi_connection
-        driver.execute("PRAGMA busy_timeout = 0")
         try:
-            while True:
-                try:
-                    driver.execute("BEGIN IMMEDIATE")
-                    return
-                except sqlite3.OperationalError as error:
-                    if "locked" not in str(error) or time.monotonic() > deadline:
-                        raise OperationalError("BEGIN IMMEDIATE", None, error) from None
-                time.sleep(random.uniform(0.0001, 0.0004))  # noqa: S311 - jitter, not secrets
-        finally:
-            driver.execute(f"PRAGMA busy_timeout = {busy_ms}")
+            driver.execute("PRAGMA busy_timeout = 0")
+            try:
+                while True:
+                    try:
+                        driver.execute("BEGIN IMMEDIATE")
+                        return
+                    except sqlite3.OperationalError as error:
+                        if "locked" not in str(error) or time.monotonic() > deadline:
+                            raise
+                    time.sleep(random.uniform(0.0001, 0.0004))  # noqa: S311 - jitter
+            finally:
+                driver.execute(f"PRAGMA busy_timeout = {busy_ms}")
+        except sqlite3.Error as error:  # as SQLAlchemy would have raised it
+            raise DBAPIError.instance("BEGIN IMMEDIATE", None, error, sqlite3.Error) from None
 
     def _release(connection: Any) -> None:
         if connection.info.pop(_HOLDS_WRITER, False):

@@ -53,6 +53,27 @@ def _postgresql_object(element: _Object, compiler: SQLCompiler, **kw: Any) -> st
     return f"json_build_object({compiler.process(element.clauses, **kw)})"
 
 
+class _Bytewise(FunctionElement[Any]):
+    inherit_cache = True
+
+
+@compiles(_Bytewise, "sqlite")
+def _sqlite_bytewise(element: _Bytewise, compiler: SQLCompiler, **kw: Any) -> str:
+    return compiler.process(element.clauses, **kw)  # SQLite compares text bytewise
+
+
+@compiles(_Bytewise, "postgresql")
+def _postgresql_bytewise(element: _Bytewise, compiler: SQLCompiler, **kw: Any) -> str:
+    return f'{compiler.process(element.clauses, **kw)} COLLATE "C"'
+
+
+def bytewise(text: ColumnElement[str] | InstrumentedAttribute[str]) -> ColumnElement[Any]:
+    """``text`` to order by as Python's ``sorted`` orders it (by code point, which UTF-8
+    bytes keep), whatever the database's collation: ``en_US`` would put ``admin``
+    before ``Billing``."""
+    return _Bytewise(text)
+
+
 def array_of(rows: Select[Any]) -> ColumnElement[Any]:
     """The one column of ``rows`` (a correlated select), in their order, as a JSON
     array: ``[]`` for none."""

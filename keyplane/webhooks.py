@@ -40,10 +40,12 @@ logger = logging.getLogger("keyplane.webhooks")
 
 POLL_SECONDS = 1.0
 # An attempt's answer is recorded within this long after its send's time, however long
-# the database is away meanwhile (``_settle``); a lease covers both, and instances'
-# clocks differing by up to ``CLOCKS_DIFFER``: then, and only then, another may send it.
+# the database is away meanwhile (``_settle``: no try starts later). A lease covers
+# both, the last try's own time (at most a pool wait, a connect and the statements'
+# timeouts) and instances' clocks differing by up to 10 s: then, and only then,
+# another may send the delivery.
 SETTLE_SECONDS = 20.0
-CLOCKS_DIFFER = timedelta(seconds=10)
+LAST_TRY_AND_CLOCKS = timedelta(seconds=20)
 SWEEP_EVERY_SECONDS = 60.0
 KEEP_FINISHED = timedelta(days=30)
 READ_AT_MOST = 64 * 1024  # of an endpoint's answer: its status is what counts
@@ -79,7 +81,7 @@ class Sender:
         self.expiring_within = expiring_within
         # A lease outlives the longest send and its settling, with room for instances'
         # clocks to differ: then a sender that died lets go.
-        self.lease = timedelta(seconds=timeout_seconds + SETTLE_SECONDS) + CLOCKS_DIFFER
+        self.lease = timedelta(seconds=timeout_seconds + SETTLE_SECONDS) + LAST_TRY_AND_CLOCKS
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pool: ThreadPoolExecutor | None = None
@@ -115,10 +117,10 @@ class Sender:
     def send_due(self, now: datetime, *, wait: bool = True) -> int:
         """Claim what is due at ``now`` (as many as there are free senders) and send it;
         ``wait``: return once each is sent and settled. How many were claimed."""
+        settle_by = time.monotonic() + self.timeout_seconds + SETTLE_SECONDS  # as ``now``
         with self.sessions.reading() as session:  # most rounds: no write lock at all
             if not db.webhooks.anything_due(session, now):
                 return 0
-        settle_by = time.monotonic() + self.timeout_seconds + SETTLE_SECONDS
         free = 0
         while free < self.concurrency and self._in_flight.acquire(blocking=False):
             free += 1

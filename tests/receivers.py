@@ -60,9 +60,9 @@ class Receiver:
 
 @contextmanager
 def receiving(
-    *statuses: int, then: int = 204, path: str = "/hook", delay: float = 0.0
+    *statuses: int, then: int = 204, path: str = "/hook", gate: threading.Event | None = None
 ) -> Iterator[Receiver]:
-    """``delay``: seconds between a request's arrival and its answer."""
+    """``gate``: each request, once recorded, is answered only when it is set."""
     receiver = Receiver(list(statuses), then)
 
     class Handler(BaseHTTPRequestHandler):
@@ -72,7 +72,8 @@ def receiving(
                 {k.lower(): v for k, v in self.headers.items()}, self.rfile.read(length)
             )
             status = receiver.answer(message)
-            time.sleep(delay)
+            if gate is not None:
+                gate.wait(30)
             if status == 0:
                 receiver._closing.wait(30)
                 return

@@ -255,13 +255,17 @@ class TestList:
 
     def test_200_each_key_as_its_own_get_shows_it(self, client, factory, admin):
         """The page reads keys in one query of plain rows; each is shown exactly as the
-        key's own GET shows it: permissions and rate limits in order, booleans, meta."""
+        key's own GET shows it: permissions and rate limits in order (by code point,
+        whatever the database's collation), booleans, meta."""
         auth = factory.auth(admin)
+        for catalog_id in ("admin", "Billing", "read:keys", "read.keys"):
+            made = client.post("/v1/permissions", json={"id": catalog_id}, headers=auth)
+            assert made.status_code == 201, made.text
         bodies = [
             {},
             {
                 "description": "full",
-                "permissions": ["writeApplications", "readApplications"],
+                "permissions": ["writeApplications", "read:keys", "admin", "Billing", "read.keys"],
                 "ratelimits": [
                     {"name": "tokens", "limit": 5, "duration_ms": 1000, "auto_apply": False},
                     {"name": "requests", "limit": 10, "duration_ms": 60000, "auto_apply": True},
@@ -287,7 +291,13 @@ class TestList:
             "duration_ms": 60000,
             "auto_apply": True,
         }
-        assert listed[1]["permissions"] == ["readApplications", "writeApplications"]
+        assert listed[1]["permissions"] == [
+            "Billing",
+            "admin",
+            "read.keys",
+            "read:keys",
+            "writeApplications",
+        ]
         assert listed[2]["permissions"] == [] and listed[2]["ratelimits"] == []
 
     def test_200_member_sees_only_their_own_keys(self, client, factory, acme, admin, member):
@@ -906,7 +916,7 @@ class TestRotate:
 
 class TestAPatchOfPlainFields:
     """``description`` and ``external_id`` alone: the key locked, changed and audited by
-    one statement (PostgreSQL) or three in a row (SQLite); the same answer, the same
+    one statement (PostgreSQL) or two in a row (SQLite); the same answer, the same
     stored key and the same audit event as any other PATCH."""
 
     def test_200_changed_and_audited_once_from_the_old_to_the_new_values(

@@ -529,14 +529,16 @@ class TestEvents:
             database_url, Limits(pool_size=1, max_overflow=0, pool_timeout_seconds=0.2)
         )
         away = Sender(Sessions.of(narrow), sender.secrets, timeout_seconds=1, allow_private=True)
+        answer = threading.Event()
         try:
-            with receiving(delay=0.5) as receiver:
+            with receiving(gate=answer) as receiver:
                 made = _register(client, factory, admin, receiver.url)
                 _key(client, factory, admin)
                 sending = threading.Thread(target=away.send_due, args=(datetime.now(UTC),))
                 sending.start()
                 receiver.wait_for(1)
                 with narrow.connect():
+                    answer.set()
                     time.sleep(5)
                 sending.join(30)
                 after_the_lease = datetime.now(UTC) + away.lease + timedelta(minutes=1)
