@@ -1,6 +1,7 @@
 """JSON built by the database, the same on SQLite and PostgreSQL: one row's related rows
 come back in its own row, as Python lists and dicts, with no second query and no ORM
-objects (``db.api_keys.page``)."""
+objects (``db.api_keys.page``); and text ordered as Python orders it (``bytewise``),
+for the lists built so."""
 
 from __future__ import annotations
 

@@ -227,9 +227,6 @@ class ApiKey(Credited, Base):
     def ratelimits(self) -> list[dict[str, Any]]:
         return [limit.to_api() for limit in self.ratelimit_rows]
 
-    def status_at(self, now: datetime) -> KeyStatus:
-        return key_status(self, now)
-
 
 class KeyState(Protocol):
     """What a key's status is judged from: a stored key, or one that verify read."""

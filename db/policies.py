@@ -39,15 +39,22 @@ class Policy:
 
     def check_expiry(self, expires_at: datetime | None, now: datetime) -> None:
         """Any caller's new expiry (None: the key would never expire)."""
+        refusal = self.expiry_refusal(expires_at, now)
+        if refusal is not None:
+            raise Forbidden(refusal)
+
+    def expiry_refusal(self, expires_at: datetime | None, now: datetime) -> str | None:
+        """Why the policy refuses this expiry; None where it allows it."""
         if expires_at is None:
             if self.expiry_required:
-                raise Forbidden("This account's policy requires keys to expire: set an expires_at")
+                return "This account's policy requires keys to expire: set an expires_at"
             if self.max_key_lifetime_seconds is not None:
-                raise Forbidden(self._too_long())
-            return
+                return self._too_long()
+            return None
         limit = self.max_key_lifetime_seconds
         if limit is not None and expires_at > now + timedelta(seconds=limit):
-            raise Forbidden(self._too_long())
+            return self._too_long()
+        return None
 
     def check_member_grants(self, permissions: list[str]) -> None:
         """What a member asks for their own key; admins grant any catalog permission,
